@@ -1,0 +1,83 @@
+"""kdloss: exact, fused knowledge-distillation loss and gradient on NumPy arrays.
+
+The loss is Hinton's ``alpha * T**2 * KL(softmax(teacher/T) || softmax(student/T))
++ (1 - alpha) * CE(student, labels)``, computed by Rust kernels that make one fused pass set
+over each row, in parallel over rows, with the GIL released.
+
+Environment variables read at import: ``KDLOSS_NUM_THREADS`` (threads; default one per core)
+and ``KDLOSS_SIMD`` (``scalar``, ``avx2`` or ``avx512``: force an instruction-set level).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any
+
+from . import _core
+from .functional import (
+    cross_entropy,
+    distillation_loss,
+    distillation_loss_and_grad,
+    kl_divergence,
+    log_softmax,
+    softmax,
+)
+from .loss import DistillationLoss
+
+__all__ = [
+    "DistillationLoss",
+    "__version__",
+    "build_info",
+    "cross_entropy",
+    "distillation_loss",
+    "distillation_loss_and_grad",
+    "get_num_threads",
+    "kl_divergence",
+    "log_softmax",
+    "set_num_threads",
+    "softmax",
+]
+
+__version__: str = _core.__version__
+
+
+def set_num_threads(n: int) -> None:
+    """Use ``n`` threads (``n >= 1``) for later calls. Results do not depend on ``n``."""
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"n must be an int, got {type(n).__name__} {n!r}")
+    _core.set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    """The number of threads calls use (``KDLOSS_NUM_THREADS``, else one per core)."""
+    return _core.get_num_threads()
+
+
+def build_info() -> dict[str, Any]:
+    """Facts about this build: ``version``, ``simd`` (the level in use), ``simd_available``,
+    ``threads``, ``target_arch`` and ``lanes``."""
+    return dict(_core.build_info())
+
+
+def _apply_simd_env() -> None:
+    wanted = os.environ.get("KDLOSS_SIMD", "").strip().lower()
+    if not wanted:
+        return
+    available = _core.build_info()["simd_available"]
+    if wanted not in ("scalar", "avx2", "avx512", "neon"):
+        raise ValueError(
+            f"KDLOSS_SIMD must be one of 'scalar', 'avx2', 'avx512', 'neon', got {wanted!r}"
+        )
+    if wanted not in available:
+        warnings.warn(
+            f"KDLOSS_SIMD={wanted!r} is not available on this CPU (available: "
+            f"{', '.join(available)}); using {_core.build_info()['simd']!r}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return
+    _core.set_simd(wanted)
+
+
+_apply_simd_env()

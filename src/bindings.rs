@@ -1,0 +1,286 @@
+//! The Python binding layer: takes NumPy arrays without copying, releases the GIL around the
+//! kernels and hands back NumPy arrays. No arithmetic happens here.
+//!
+//! The Python package (`python/kdloss`) normalizes inputs before calling in: logits arrive as
+//! 2-D float32 or float64 arrays of one dtype (any strides), labels as 1-D int64.
+
+use ndarray::{ArrayView1, ArrayView2};
+use numpy::{
+    Element, IntoPyArray, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2,
+    PyUntypedArrayMethods,
+};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyFloat};
+
+use crate::error::KdError;
+use crate::kernels::{self, simd, Distillation, Float, Loss, Reduction, Simd};
+use crate::parallel;
+
+/// Below this many elements the GIL is kept: releasing and re-taking it costs more than the
+/// kernel, and no other Python thread would get meaningful time in between.
+const DETACH_MIN_ELEMENTS: usize = 1 << 14;
+
+/// Logits of either supported dtype.
+#[derive(FromPyObject)]
+pub enum Logits<'py> {
+    F32(PyReadonlyArray2<'py, f32>),
+    F64(PyReadonlyArray2<'py, f64>),
+}
+
+/// Runs `f` with the GIL released when the input is large enough to be worth it.
+fn compute<R: Send>(py: Python<'_>, elements: usize, f: impl FnOnce() -> R + Send) -> R {
+    if elements >= DETACH_MIN_ELEMENTS {
+        py.detach(f)
+    } else {
+        f()
+    }
+}
+
+fn mismatched_dtypes() -> PyErr {
+    KdError::type_("student_logits and teacher_logits must have the same dtype").into()
+}
+
+fn loss_to_py<'py, T: Float + Element>(py: Python<'py>, loss: Loss<T>) -> Bound<'py, PyAny> {
+    match loss {
+        Loss::Scalar(v) => PyFloat::new(py, v).into_any(),
+        Loss::Rows(v) => v.into_pyarray(py).into_any(),
+    }
+}
+
+/// A C-contiguous, writeable `(rows, classes)` array of `T` for the kernel to fill: `out` if
+/// given (checked), else a fresh uninitialized one (every element gets written).
+fn output<'py, T: Float + Element>(
+    py: Python<'py>,
+    rows: usize,
+    classes: usize,
+    out: Option<Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyArray2<T>>> {
+    let Some(out) = out else {
+        // SAFETY: the kernels write every element before the array is handed to Python; on an
+        // error it is dropped unseen.
+        return Ok(unsafe { PyArray2::<T>::new(py, [rows, classes], false) });
+    };
+    let arr = out.cast_into::<PyArray2<T>>().map_err(|e| {
+        let got = e.into_inner();
+        let got = got.repr().map(|r| r.to_string()).unwrap_or_default();
+        KdError::value(format!(
+            "out must be a 2-D numpy array of dtype {}, got {got}",
+            T::NAME
+        ))
+    })?;
+    if arr.shape() != [rows, classes] {
+        return Err(KdError::value(format!(
+            "out must have shape {:?}, got {:?}",
+            (rows, classes),
+            arr.shape()
+        ))
+        .into());
+    }
+    if !arr.is_c_contiguous() {
+        return Err(KdError::value("out must be C-contiguous").into());
+    }
+    Ok(arr)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn distill_typed<'py, T: Float + Element>(
+    py: Python<'py>,
+    cfg: Distillation,
+    s: PyReadonlyArray2<'py, T>,
+    t: PyReadonlyArray2<'py, T>,
+    labels: Option<PyReadonlyArray1<'py, i64>>,
+    with_grad: bool,
+    out: Option<Bound<'py, PyAny>>,
+) -> PyResult<(Bound<'py, PyAny>, Option<Bound<'py, PyArray2<T>>>)> {
+    let sv: ArrayView2<T> = s.as_array();
+    let tv: ArrayView2<T> = t.as_array();
+    let lv: Option<ArrayView1<i64>> = labels.as_ref().map(|l| l.as_array());
+    let (rows, classes) = sv.dim();
+    if !with_grad {
+        let loss = compute(py, sv.len(), || {
+            kernels::distillation(&cfg, sv, tv, lv, None)
+        })?;
+        return Ok((loss_to_py(py, loss), None));
+    }
+    let grad = output::<T>(py, rows, classes, out)?;
+    let loss = {
+        let mut rw = grad.try_readwrite().map_err(|_| {
+            KdError::value("out must be writeable and must not be one of the inputs")
+        })?;
+        let g = rw
+            .as_slice_mut()
+            .map_err(|_| KdError::value("out must be C-contiguous"))?;
+        compute(py, sv.len(), || {
+            kernels::distillation(&cfg, sv, tv, lv, Some(g))
+        })?
+    };
+    Ok((loss_to_py(py, loss), Some(grad)))
+}
+
+/// The distillation loss, and with `with_grad` also d(loss)/d(student) (into `out` if given).
+#[pyfunction]
+#[pyo3(signature = (student, teacher, labels, temperature, alpha, reduction, ignore_index, with_grad, out=None))]
+#[allow(clippy::too_many_arguments)]
+pub fn distillation<'py>(
+    py: Python<'py>,
+    student: Logits<'py>,
+    teacher: Logits<'py>,
+    labels: Option<PyReadonlyArray1<'py, i64>>,
+    temperature: f64,
+    alpha: f64,
+    reduction: &str,
+    ignore_index: i64,
+    with_grad: bool,
+    out: Option<Bound<'py, PyAny>>,
+) -> PyResult<(Bound<'py, PyAny>, Option<Bound<'py, PyAny>>)> {
+    let cfg = Distillation::new(temperature, alpha, Reduction::parse(reduction)?, ignore_index)?;
+    let (loss, grad) = match (student, teacher) {
+        (Logits::F32(s), Logits::F32(t)) => {
+            let (l, g) = distill_typed(py, cfg, s, t, labels, with_grad, out)?;
+            (l, g.map(Bound::into_any))
+        }
+        (Logits::F64(s), Logits::F64(t)) => {
+            let (l, g) = distill_typed(py, cfg, s, t, labels, with_grad, out)?;
+            (l, g.map(Bound::into_any))
+        }
+        _ => return Err(mismatched_dtypes()),
+    };
+    Ok((loss, grad))
+}
+
+/// `KL(softmax(teacher/T) || softmax(student/T))`, reduced over rows.
+#[pyfunction]
+pub fn kl_divergence<'py>(
+    py: Python<'py>,
+    student: Logits<'py>,
+    teacher: Logits<'py>,
+    temperature: f64,
+    reduction: &str,
+) -> PyResult<Bound<'py, PyAny>> {
+    let reduction = Reduction::parse(reduction)?;
+    match (student, teacher) {
+        (Logits::F32(s), Logits::F32(t)) => {
+            let (sv, tv) = (s.as_array(), t.as_array());
+            let loss = compute(py, sv.len(), || {
+                kernels::kl_divergence(sv, tv, temperature, reduction)
+            })?;
+            Ok(loss_to_py(py, loss))
+        }
+        (Logits::F64(s), Logits::F64(t)) => {
+            let (sv, tv) = (s.as_array(), t.as_array());
+            let loss = compute(py, sv.len(), || {
+                kernels::kl_divergence(sv, tv, temperature, reduction)
+            })?;
+            Ok(loss_to_py(py, loss))
+        }
+        _ => Err(mismatched_dtypes()),
+    }
+}
+
+fn cross_entropy_typed<'py, T: Float + Element>(
+    py: Python<'py>,
+    logits: PyReadonlyArray2<'py, T>,
+    labels: PyReadonlyArray1<'py, i64>,
+    reduction: Reduction,
+    ignore_index: i64,
+) -> PyResult<Bound<'py, PyAny>> {
+    let (xv, lv) = (logits.as_array(), labels.as_array());
+    let loss = compute(py, xv.len(), || {
+        kernels::cross_entropy(xv, lv, reduction, ignore_index)
+    })?;
+    Ok(loss_to_py(py, loss))
+}
+
+/// Cross-entropy of `logits` against `labels`, reduced over the rows that count.
+#[pyfunction]
+pub fn cross_entropy<'py>(
+    py: Python<'py>,
+    logits: Logits<'py>,
+    labels: PyReadonlyArray1<'py, i64>,
+    reduction: &str,
+    ignore_index: i64,
+) -> PyResult<Bound<'py, PyAny>> {
+    let reduction = Reduction::parse(reduction)?;
+    match logits {
+        Logits::F32(x) => cross_entropy_typed(py, x, labels, reduction, ignore_index),
+        Logits::F64(x) => cross_entropy_typed(py, x, labels, reduction, ignore_index),
+    }
+}
+
+fn softmax_typed<'py, T: Float + Element>(
+    py: Python<'py>,
+    x: PyReadonlyArray2<'py, T>,
+    temperature: f64,
+    log: bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    let xv = x.as_array();
+    let (rows, classes) = xv.dim();
+    let out = output::<T>(py, rows, classes, None)?;
+    {
+        let mut rw = out.readwrite();
+        let o = rw
+            .as_slice_mut()
+            .map_err(|_| KdError::value("internal: fresh output is not contiguous"))?;
+        compute(py, xv.len(), || {
+            kernels::softmax_into(xv, temperature, log, o)
+        })?;
+    }
+    Ok(out.into_any())
+}
+
+/// `softmax(x / temperature)` (or its log) along the last axis.
+#[pyfunction]
+pub fn softmax<'py>(
+    py: Python<'py>,
+    x: Logits<'py>,
+    temperature: f64,
+    log: bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    match x {
+        Logits::F32(x) => softmax_typed(py, x, temperature, log),
+        Logits::F64(x) => softmax_typed(py, x, temperature, log),
+    }
+}
+
+/// Sets the number of threads used by later calls.
+#[pyfunction]
+pub fn set_num_threads(n: i64) -> PyResult<()> {
+    if n < 1 {
+        return Err(KdError::value(format!("n must be an integer >= 1, got {n}")).into());
+    }
+    let n = usize::try_from(n).map_err(|_| KdError::value(format!("n is too large: {n}")))?;
+    Ok(parallel::set_num_threads(n)?)
+}
+
+/// The number of threads calls use.
+#[pyfunction]
+pub fn get_num_threads() -> PyResult<usize> {
+    Ok(parallel::num_threads()?)
+}
+
+/// Uses SIMD level `name` from now on (it must be available on this CPU).
+#[pyfunction]
+pub fn set_simd(name: &str) -> PyResult<()> {
+    Ok(simd::set_active(Simd::parse(name)?)?)
+}
+
+/// Versions, SIMD levels and threads of this build.
+#[pyfunction]
+pub fn build_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("version", env!("CARGO_PKG_VERSION"))?;
+    d.set_item("simd", simd::active().name())?;
+    let available: Vec<&str> = Simd::available().into_iter().map(Simd::name).collect();
+    d.set_item("simd_available", available)?;
+    d.set_item("threads", parallel::num_threads()?)?;
+    d.set_item("target_arch", std::env::consts::ARCH)?;
+    d.set_item("lanes", kernels::row::LANES)?;
+    Ok(d)
+}
+
+/// Checks loss settings the way every kernel call does, so that constructors fail early.
+#[pyfunction]
+pub fn validate(temperature: f64, alpha: f64, reduction: &str) -> PyResult<()> {
+    Distillation::new(temperature, alpha, Reduction::parse(reduction)?, 0)?;
+    Ok(())
+}

@@ -1,0 +1,43 @@
+//! The one error type of kdloss. Kernels report bad input through it; the binding layer turns
+//! it into a Python exception in one place (`From<KdError> for PyErr`).
+
+use std::fmt;
+
+/// A rejected input, with a message that names the argument and the offending value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KdError {
+    /// A value of the right type that is out of range or of the wrong shape (`ValueError`).
+    Value(String),
+    /// A value of the wrong type or dtype (`TypeError`).
+    Type(String),
+}
+
+impl KdError {
+    pub fn value(msg: impl Into<String>) -> Self {
+        KdError::Value(msg.into())
+    }
+
+    pub fn type_(msg: impl Into<String>) -> Self {
+        KdError::Type(msg.into())
+    }
+}
+
+impl fmt::Display for KdError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KdError::Value(m) | KdError::Type(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for KdError {}
+
+#[cfg(feature = "python")]
+impl From<KdError> for pyo3::PyErr {
+    fn from(e: KdError) -> Self {
+        match e {
+            KdError::Value(m) => pyo3::exceptions::PyValueError::new_err(m),
+            KdError::Type(m) => pyo3::exceptions::PyTypeError::new_err(m),
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! The element types the kernels are generic over, and the per-level arithmetic they share.
+//!
+//! Everything here is `#[inline(always)]`: the kernels are written once, generically, and
+//! instantiated inside `#[target_feature]` entry points (see `simd.rs`). A single non-inlined
+//! generic function between such an entry point and the loop body silently de-vectorizes it.
+
+use std::fmt::Debug;
+use std::ops::{Add, Mul, Neg, Sub};
+
+/// An instruction-set level. `FMA` decides whether `madd` fuses; without hardware FMA a fused
+/// multiply-add would be a slow software call, so the portable level keeps them separate.
+pub trait Level: Copy + Send + Sync + 'static {
+    const FMA: bool;
+}
+
+/// A floating-point element type the kernels run on (f32 or f64).
+///
+/// Sums over a row are accumulated in f64 whatever `Self` is, so f32 results keep the
+/// accuracy of a float64 reference; elementwise work stays in `Self` for SIMD throughput.
+pub trait Float:
+    Copy
+    + Send
+    + Sync
+    + Debug
+    + PartialOrd
+    + Default
+    + Add<Output = Self>
+    + Sub<Output = Self>
+    + Mul<Output = Self>
+    + Neg<Output = Self>
+    + 'static
+{
+    /// The NumPy name of the type.
+    const NAME: &'static str;
+    const ZERO: Self;
+    const ONE: Self;
+    const NEG_INFINITY: Self;
+
+    fn from_f64(v: f64) -> Self;
+    fn to_f64(self) -> f64;
+
+    /// `a * b + c`, fused where the level has FMA.
+    fn madd<L: Level>(a: Self, b: Self, c: Self) -> Self;
+
+    /// `e^x` to about one ulp for `x <= 0` (all the kernels need), written without branches
+    /// or libm calls so that loops over it vectorize. `-inf` and arguments whose result is
+    /// below the smallest normal number give exactly 0; NaN stays NaN.
+    fn fast_exp<L: Level>(self) -> Self;
+}
+
+impl Float for f32 {
+    const NAME: &'static str = "float32";
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+    const NEG_INFINITY: Self = f32::NEG_INFINITY;
+
+    #[inline(always)]
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
+
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+
+    #[inline(always)]
+    fn madd<L: Level>(a: Self, b: Self, c: Self) -> Self {
+        if L::FMA {
+            a.mul_add(b, c)
+        } else {
+            a * b + c
+        }
+    }
+
+    #[inline(always)]
+    fn fast_exp<L: Level>(self) -> Self {
+        // Cephes expf: n = round(x / ln 2), r = x - n ln 2 in two steps, degree-5 polynomial.
+        const LOG2E: f32 = std::f32::consts::LOG2_E;
+        const LN2_HI: f32 = 0.693_359_4;
+        const LN2_LO: f32 = -2.121_944_4e-4;
+        // 1.5 * 2^23: adding it rounds to the nearest integer, which lands in the low mantissa
+        // bits; this avoids a float-to-int conversion and a rounding instruction (not in SSE2).
+        const ROUND: f32 = 12_582_912.0;
+        // Below LO, n < -126 and 2^n is not a normal number: the result is flushed to 0. Above
+        // HI, 2^n overflows; the kernels only take exp of values <= 0, so that gives +inf.
+        const LO: f32 = -87.3;
+        const HI: f32 = 88.0;
+        let x = self;
+        let xc = if x > HI { HI } else { x };
+        let xc = if xc < LO { LO } else { xc };
+        let t = Self::madd::<L>(xc, LOG2E, ROUND);
+        let n = t - ROUND;
+        let r = Self::madd::<L>(n, -LN2_HI, xc);
+        let r = Self::madd::<L>(n, -LN2_LO, r);
+        let mut p = 1.987_569_1e-4;
+        p = Self::madd::<L>(p, r, 1.398_199_9e-3);
+        p = Self::madd::<L>(p, r, 8.333_452e-3);
+        p = Self::madd::<L>(p, r, 4.166_579_6e-2);
+        p = Self::madd::<L>(p, r, 1.666_666_5e-1);
+        p = Self::madd::<L>(p, r, 5.000_000_1e-1);
+        let r2 = r * r;
+        let y = Self::madd::<L>(p, r2, r) + 1.0;
+        // t's low bits hold n; (n + 127) << 23 is 2^n, the high bits of t shift out.
+        let scale = f32::from_bits(t.to_bits().wrapping_add(127).wrapping_shl(23));
+        let e = y * scale;
+        let e = if x < LO { 0.0 } else { e };
+        if x > HI {
+            f32::INFINITY
+        } else {
+            e
+        }
+    }
+}
+
+impl Float for f64 {
+    const NAME: &'static str = "float64";
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+    const NEG_INFINITY: Self = f64::NEG_INFINITY;
+
+    #[inline(always)]
+    fn from_f64(v: f64) -> Self {
+        v
+    }
+
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        self
+    }
+
+    #[inline(always)]
+    fn madd<L: Level>(a: Self, b: Self, c: Self) -> Self {
+        if L::FMA {
+            a.mul_add(b, c)
+        } else {
+            a * b + c
+        }
+    }
+
+    #[inline(always)]
+    fn fast_exp<L: Level>(self) -> Self {
+        // Cephes exp: the same reduction as f32, then the Pade form 1 + 2 r P(r^2) / (Q(r^2) - r P(r^2)).
+        const LOG2E: f64 = std::f64::consts::LOG2_E;
+        const LN2_HI: f64 = 6.931_457_519_531_25e-1;
+        const LN2_LO: f64 = 1.428_606_820_309_417_232e-6;
+        const ROUND: f64 = 6_755_399_441_055_744.0; // 1.5 * 2^52
+        const LO: f64 = -708.3;
+        const HI: f64 = 709.0;
+        let x = self;
+        let xc = if x > HI { HI } else { x };
+        let xc = if xc < LO { LO } else { xc };
+        let t = Self::madd::<L>(xc, LOG2E, ROUND);
+        let n = t - ROUND;
+        let r = Self::madd::<L>(n, -LN2_HI, xc);
+        let r = Self::madd::<L>(n, -LN2_LO, r);
+        let r2 = r * r;
+        let mut p = 1.261_771_930_748_105_908_78e-4;
+        p = Self::madd::<L>(p, r2, 3.029_944_077_074_419_613e-2);
+        p = Self::madd::<L>(p, r2, 9.999_999_999_999_999_999_1e-1);
+        let p = p * r;
+        let mut q = 3.001_985_051_386_644_550_42e-6;
+        q = Self::madd::<L>(q, r2, 2.524_483_403_496_841_041_04e-3);
+        q = Self::madd::<L>(q, r2, 2.272_655_482_081_550_287_66e-1);
+        q = Self::madd::<L>(q, r2, 2.0);
+        let y = Self::madd::<L>(2.0, p / (q - p), 1.0);
+        let scale = f64::from_bits(t.to_bits().wrapping_add(1023).wrapping_shl(52));
+        let e = y * scale;
+        let e = if x < LO { 0.0 } else { e };
+        if x > HI {
+            f64::INFINITY
+        } else {
+            e
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone, Copy)]
+    struct Plain;
+    impl Level for Plain {
+        const FMA: bool = false;
+    }
+    #[derive(Clone, Copy)]
+    struct Fused;
+    impl Level for Fused {
+        const FMA: bool = true;
+    }
+
+    fn ulp_f32(a: f32, exact: f64) -> f64 {
+        let e = exact as f32;
+        if e == 0.0 {
+            return if a == 0.0 { 0.0 } else { f64::INFINITY };
+        }
+        let ulp = (f32::from_bits(e.to_bits() + 1) - e) as f64;
+        (a as f64 - exact).abs() / ulp
+    }
+
+    fn check_f32<L: Level>() {
+        let mut worst = 0.0f64;
+        let mut x = -87.0f32;
+        while x <= 0.0 {
+            worst = worst.max(ulp_f32(x.fast_exp::<L>(), (x as f64).exp()));
+            x += 0.000_731;
+        }
+        assert!(worst <= 1.5, "f32 exp error {worst} ulp");
+    }
+
+    #[test]
+    fn f32_exp_is_within_about_one_ulp() {
+        check_f32::<Plain>();
+        check_f32::<Fused>();
+    }
+
+    fn check_f64<L: Level>() {
+        let mut worst = 0.0f64;
+        let mut x = -708.0f64;
+        while x <= 0.0 {
+            let exact = x.exp();
+            let got = x.fast_exp::<L>();
+            let ulp = f64::from_bits(exact.to_bits() + 1) - exact;
+            worst = worst.max((got - exact).abs() / ulp);
+            x += 0.013_7;
+        }
+        // std's exp is itself within an ulp, so allow two against it.
+        assert!(worst <= 2.0, "f64 exp error {worst} ulp");
+    }
+
+    #[test]
+    fn f64_exp_is_within_about_one_ulp() {
+        check_f64::<Plain>();
+        check_f64::<Fused>();
+    }
+
+    #[test]
+    fn exp_special_values() {
+        assert_eq!(Float::fast_exp::<Fused>(f32::NEG_INFINITY), 0.0);
+        assert_eq!(Float::fast_exp::<Fused>(f64::NEG_INFINITY), 0.0);
+        assert_eq!(Float::fast_exp::<Plain>(-1000.0f32), 0.0);
+        assert_eq!(Float::fast_exp::<Plain>(0.0f32), 1.0);
+        assert_eq!(Float::fast_exp::<Plain>(0.0f64), 1.0);
+        assert!(Float::fast_exp::<Plain>(f32::NAN).is_nan());
+        assert!(Float::fast_exp::<Fused>(f64::NAN).is_nan());
+        assert_eq!(Float::fast_exp::<Plain>(f32::INFINITY), f32::INFINITY);
+        assert_eq!(Float::fast_exp::<Plain>(1000.0f64), f64::INFINITY);
+    }
+}

@@ -1,0 +1,276 @@
+//! The row drivers: the distillation loss (with or without its gradient), KL divergence and
+//! cross-entropy, all through the one fused row kernel in `distill.rs`.
+
+use ndarray::{ArrayView1, ArrayView2};
+
+use super::distill::{row_grad, row_stats, GradWeights, RowParams};
+use super::float::{Float, Level};
+use super::simd::{dispatch, Kernel};
+use super::{
+    check_alpha, check_labels, check_logits, check_same_shape, check_temperature, Reduction,
+};
+use crate::error::KdError;
+use crate::parallel::{for_each_row, row_of};
+
+/// The distillation loss `alpha·T²·KL(softmax(t/T) || softmax(s/T)) + (1 − alpha)·CE(s, y)`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Distillation {
+    pub temperature: f64,
+    pub alpha: f64,
+    pub reduction: Reduction,
+    pub ignore_index: i64,
+}
+
+impl Distillation {
+    pub fn new(
+        temperature: f64,
+        alpha: f64,
+        reduction: Reduction,
+        ignore_index: i64,
+    ) -> Result<Self, KdError> {
+        check_temperature(temperature)?;
+        check_alpha(alpha)?;
+        Ok(Distillation {
+            temperature,
+            alpha,
+            reduction,
+            ignore_index,
+        })
+    }
+}
+
+/// A reduced loss: a scalar for "mean" and "sum", one value per row for "none".
+#[derive(Clone, Debug, PartialEq)]
+pub enum Loss<T> {
+    Scalar(f64),
+    Rows(Vec<T>),
+}
+
+/// What the rows compute: loss weights of the two terms (a zero weight switches a term off),
+/// the temperature, and how rows are combined.
+#[derive(Clone, Copy, Debug)]
+struct Job {
+    kl_weight: f64,
+    ce_weight: f64,
+    temperature: f64,
+    reduction: Reduction,
+    ignore_index: i64,
+}
+
+/// Per-row constants, shared read-only by every row of a call.
+#[derive(Clone, Copy, Debug)]
+struct RowCtx {
+    params: RowParams,
+    kl_weight: f64,
+    ce_weight: f64,
+    grad: GradWeights,
+}
+
+struct FusedRow<'a, T, const KL: bool, const CE: bool, const POW: u32> {
+    s: &'a [T],
+    t: &'a [T],
+    label: Option<usize>,
+    ctx: RowCtx,
+    grad: Option<&'a mut [T]>,
+}
+
+impl<T: Float, const KL: bool, const CE: bool, const POW: u32> Kernel
+    for FusedRow<'_, T, KL, CE, POW>
+{
+    type Output = f64;
+
+    #[inline(always)]
+    fn run<L: Level>(self) -> f64 {
+        let c = self.ctx;
+        let st = row_stats::<T, L, KL, CE, POW>(self.s, self.t, c.params);
+        let mut loss = 0.0;
+        if KL {
+            loss += c.kl_weight * st.kl();
+        }
+        if CE {
+            // Rows reach here only with a checked label; NaN would flag a broken invariant.
+            let s_y = self.label.and_then(|y| self.s.get(y)).copied();
+            loss += c.ce_weight * s_y.map_or(f64::NAN, |v| st.ce(v));
+        }
+        if let Some(g) = self.grad {
+            row_grad::<T, L, KL, CE, POW>(self.s, self.t, c.params, &st, c.grad, self.label, g);
+        }
+        loss
+    }
+}
+
+/// Runs the fused kernel on one row with the terms switched on at compile time.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn fused_row<T: Float>(
+    kl: bool,
+    ce: bool,
+    pow: u32,
+    s: &[T],
+    t: &[T],
+    label: Option<usize>,
+    ctx: RowCtx,
+    grad: Option<&mut [T]>,
+) -> f64 {
+    macro_rules! go {
+        ($kl:literal, $ce:literal, $pow:literal) => {
+            dispatch(FusedRow::<T, $kl, $ce, $pow> {
+                s,
+                t,
+                label,
+                ctx,
+                grad,
+            })
+        };
+    }
+    match (kl, ce, pow) {
+        (true, true, 1) => go!(true, true, 1),
+        (true, true, 2) => go!(true, true, 2),
+        (true, true, 3) => go!(true, true, 3),
+        (true, true, 4) => go!(true, true, 4),
+        (true, true, _) => go!(true, true, 0),
+        (true, false, _) => go!(true, false, 0),
+        (false, true, _) => go!(false, true, 0),
+        (false, false, _) => {
+            if let Some(g) = grad {
+                g.fill(T::ZERO);
+            }
+            0.0
+        }
+    }
+}
+
+fn run<T: Float>(
+    job: Job,
+    s: ArrayView2<T>,
+    t: ArrayView2<T>,
+    labels: Option<ArrayView1<i64>>,
+    grad: Option<&mut [T]>,
+) -> Result<Loss<T>, KdError> {
+    let (rows, c) = check_logits(&s, "student_logits")?;
+    check_same_shape(&s, &t)?;
+    let kl = job.kl_weight != 0.0;
+    let ce = job.ce_weight != 0.0;
+    if ce && labels.is_none() {
+        return Err(KdError::value(
+            "labels are required unless alpha == 1 (pure distillation)",
+        ));
+    }
+    let counted = match &labels {
+        Some(l) => check_labels(l, rows, c, job.ignore_index)?,
+        None => rows,
+    };
+    if let Some(g) = &grad {
+        if g.len() != rows * c {
+            return Err(KdError::value(format!(
+                "out must hold {} elements, got {}",
+                rows * c,
+                g.len()
+            )));
+        }
+    }
+    let scale = match job.reduction {
+        Reduction::Mean if counted > 0 => 1.0 / counted as f64,
+        _ => 1.0,
+    };
+    let temperature = job.temperature;
+    // x = T·k exactly for small integers k: then e^z1 = (e^zs)^k, a multiply instead of an exp.
+    let pow = if (1.0..=4.0).contains(&temperature) && temperature.fract() == 0.0 {
+        temperature as u32
+    } else {
+        0
+    };
+    let ctx = RowCtx {
+        params: RowParams {
+            inv_t: 1.0 / temperature,
+        },
+        kl_weight: job.kl_weight,
+        ce_weight: job.ce_weight,
+        grad: GradWeights {
+            // d/ds of w·KL(p_t || softmax(s/T)) is (w/T)·(softmax(s/T) − p_t).
+            kl_weight: job.kl_weight / temperature * scale,
+            ce_weight: job.ce_weight * scale,
+        },
+    };
+    let ignore_index = job.ignore_index;
+    let mut partials = vec![0.0f64; rows];
+    for_each_row(c, &mut partials, grad, |scratch, i, p, g| {
+        let label = labels.as_ref().map(|l| l[i]);
+        if label == Some(ignore_index) {
+            if let Some(g) = g {
+                g.fill(T::ZERO);
+            }
+            *p = 0.0;
+            return;
+        }
+        let s_row = row_of(s, i, &mut scratch.a);
+        let t_row = if kl { row_of(t, i, &mut scratch.b) } else { s_row };
+        // Checked by `check_labels`: 0 <= y < c.
+        let label = label.map(|y| y as usize);
+        *p = fused_row(kl, ce, pow, s_row, t_row, label, ctx, g);
+    })?;
+    Ok(match job.reduction {
+        Reduction::None => Loss::Rows(partials.iter().map(|&v| T::from_f64(v)).collect()),
+        // In row order, whatever the thread count: the result is bitwise reproducible.
+        Reduction::Sum => Loss::Scalar(partials.iter().sum()),
+        Reduction::Mean if counted == 0 => Loss::Scalar(0.0),
+        Reduction::Mean => Loss::Scalar(partials.iter().sum::<f64>() / counted as f64),
+    })
+}
+
+/// The distillation loss of `student` against `teacher` (and `labels`, needed unless
+/// `alpha == 1`), writing d(loss)/d(student) into `grad` (C-contiguous, student's shape) when
+/// given.
+pub fn distillation<T: Float>(
+    cfg: &Distillation,
+    student: ArrayView2<T>,
+    teacher: ArrayView2<T>,
+    labels: Option<ArrayView1<i64>>,
+    grad: Option<&mut [T]>,
+) -> Result<Loss<T>, KdError> {
+    let t2 = cfg.temperature * cfg.temperature;
+    let job = Job {
+        kl_weight: cfg.alpha * t2,
+        ce_weight: 1.0 - cfg.alpha,
+        temperature: cfg.temperature,
+        reduction: cfg.reduction,
+        ignore_index: cfg.ignore_index,
+    };
+    run(job, student, teacher, labels, grad)
+}
+
+/// `KL(softmax(teacher/T) || softmax(student/T))` per row, reduced (no T² factor).
+pub fn kl_divergence<T: Float>(
+    student: ArrayView2<T>,
+    teacher: ArrayView2<T>,
+    temperature: f64,
+    reduction: Reduction,
+) -> Result<Loss<T>, KdError> {
+    check_temperature(temperature)?;
+    let job = Job {
+        kl_weight: 1.0,
+        ce_weight: 0.0,
+        temperature,
+        reduction,
+        ignore_index: 0,
+    };
+    run(job, student, teacher, None, None)
+}
+
+/// Cross-entropy `logsumexp(x) − x[y]` per row, reduced; rows labelled `ignore_index` do not
+/// count.
+pub fn cross_entropy<T: Float>(
+    logits: ArrayView2<T>,
+    labels: ArrayView1<i64>,
+    reduction: Reduction,
+    ignore_index: i64,
+) -> Result<Loss<T>, KdError> {
+    let job = Job {
+        kl_weight: 0.0,
+        ce_weight: 1.0,
+        temperature: 1.0,
+        reduction,
+        ignore_index,
+    };
+    run(job, logits, logits, Some(labels), None)
+}

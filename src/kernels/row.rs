@@ -1,0 +1,191 @@
+//! Lane-parallel loops over one row: the building blocks of every kernel.
+//!
+//! A row is walked `LANES` elements at a time through fixed-size arrays, which the compiler
+//! turns into SIMD registers at each instruction-set level. The tail is padded with `-inf`,
+//! which every reduction here treats as "no mass" (its exp is exactly 0 and it never wins a
+//! max), so full and partial chunks run the same code. Sums are kept per lane in `T` within a
+//! block and in f64 across blocks, then added in a fixed order: the result depends only on the
+//! row, never on threads.
+
+use super::float::Float;
+
+/// Elements per step; 16 f32 fill one AVX-512 register, two AVX2 ones.
+pub const LANES: usize = 16;
+/// Steps summed in `T` before the lane partials are moved into f64.
+const BLOCK: usize = 8;
+
+pub type Chunk<T> = [T; LANES];
+
+/// Copies `x[start..]` (fewer than `LANES` elements) into a chunk padded with `-inf`.
+#[inline(always)]
+fn padded<T: Float>(x: &[T]) -> Chunk<T> {
+    let mut c = [T::NEG_INFINITY; LANES];
+    c[..x.len()].copy_from_slice(x);
+    c
+}
+
+#[inline(always)]
+fn chunk<T: Float>(x: &[T], i: usize) -> &Chunk<T> {
+    // The callers index whole chunks only; the conversion cannot fail.
+    x[i..i + LANES].try_into().unwrap_or_else(|_| unreachable!())
+}
+
+/// Adds the lanes in a fixed pairwise order.
+#[inline(always)]
+fn lane_sum(v: [f64; LANES]) -> f64 {
+    let mut w = v;
+    let mut n = LANES;
+    while n > 1 {
+        n /= 2;
+        for k in 0..n {
+            w[k] += w[k + n];
+        }
+    }
+    w[0]
+}
+
+/// Sums `N` per-element quantities over the row pair `(a, b)` (equal lengths), each computed by
+/// `step` for one chunk of `a` and the matching chunk of `b`.
+#[inline(always)]
+pub fn fold2<T: Float, const N: usize>(
+    a: &[T],
+    b: &[T],
+    step: impl Fn(&Chunk<T>, &Chunk<T>) -> [Chunk<T>; N],
+) -> [f64; N] {
+    debug_assert_eq!(a.len(), b.len());
+    let full = a.len() - a.len() % LANES;
+    let mut total = [[0.0f64; LANES]; N];
+    let mut block = [[T::ZERO; LANES]; N];
+    let flush = |block: &mut [Chunk<T>; N], total: &mut [[f64; LANES]; N]| {
+        for (bl, tl) in block.iter_mut().zip(total.iter_mut()) {
+            for k in 0..LANES {
+                tl[k] += bl[k].to_f64();
+                bl[k] = T::ZERO;
+            }
+        }
+    };
+    let mut i = 0;
+    while i < full {
+        let end = full.min(i + BLOCK * LANES);
+        while i < end {
+            let parts = step(chunk(a, i), chunk(b, i));
+            for (bl, p) in block.iter_mut().zip(parts.iter()) {
+                for k in 0..LANES {
+                    bl[k] = bl[k] + p[k];
+                }
+            }
+            i += LANES;
+        }
+        flush(&mut block, &mut total);
+    }
+    if full < a.len() {
+        let parts = step(&padded(&a[full..]), &padded(&b[full..]));
+        for (tl, p) in total.iter_mut().zip(parts.iter()) {
+            for k in 0..LANES {
+                tl[k] += p[k].to_f64();
+            }
+        }
+    }
+    total.map(lane_sum)
+}
+
+/// The maxima of `a` and of `b` (equal lengths). NaN is not propagated here; the sums that
+/// follow every max do that, since the NaN element itself goes through them.
+#[inline(always)]
+pub fn max2<T: Float>(a: &[T], b: &[T]) -> (T, T) {
+    debug_assert_eq!(a.len(), b.len());
+    let full = a.len() - a.len() % LANES;
+    let mut ma = [T::NEG_INFINITY; LANES];
+    let mut mb = [T::NEG_INFINITY; LANES];
+    let mut step = |ca: &Chunk<T>, cb: &Chunk<T>| {
+        for k in 0..LANES {
+            ma[k] = if ca[k] > ma[k] { ca[k] } else { ma[k] };
+            mb[k] = if cb[k] > mb[k] { cb[k] } else { mb[k] };
+        }
+    };
+    let mut i = 0;
+    while i < full {
+        step(chunk(a, i), chunk(b, i));
+        i += LANES;
+    }
+    if full < a.len() {
+        step(&padded(&a[full..]), &padded(&b[full..]));
+    }
+    let fold = |m: [T; LANES]| {
+        m.iter()
+            .fold(T::NEG_INFINITY, |acc, &v| if v > acc { v } else { acc })
+    };
+    (fold(ma), fold(mb))
+}
+
+/// Writes `step(chunk of a, chunk of b)` over `out` (all three of equal length).
+#[inline(always)]
+pub fn map2<T: Float>(a: &[T], b: &[T], out: &mut [T], step: impl Fn(&Chunk<T>, &Chunk<T>) -> Chunk<T>) {
+    debug_assert!(a.len() == b.len() && a.len() == out.len());
+    let full = a.len() - a.len() % LANES;
+    let mut i = 0;
+    while i < full {
+        let r = step(chunk(a, i), chunk(b, i));
+        out[i..i + LANES].copy_from_slice(&r);
+        i += LANES;
+    }
+    if full < a.len() {
+        let r = step(&padded(&a[full..]), &padded(&b[full..]));
+        let n = a.len() - full;
+        out[full..].copy_from_slice(&r[..n]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fold2_sums_every_element_once() {
+        for n in [0usize, 1, 15, 16, 17, 127, 128, 129, 1000] {
+            let a: Vec<f32> = (0..n).map(|i| i as f32).collect();
+            let [s, s2] = fold2(&a, &a, |ca, cb| {
+                let mut x = [0.0f32; LANES];
+                let mut y = [0.0f32; LANES];
+                for k in 0..LANES {
+                    // Padded lanes are -inf; map them to zero as the kernels' exps do.
+                    x[k] = if ca[k] == f32::NEG_INFINITY { 0.0 } else { ca[k] };
+                    y[k] = if cb[k] == f32::NEG_INFINITY { 0.0 } else { 1.0 };
+                }
+                [x, y]
+            });
+            let expect = (n * n.saturating_sub(1) / 2) as f64;
+            assert_eq!(s, expect, "n = {n}");
+            assert_eq!(s2, n as f64, "n = {n}");
+        }
+    }
+
+    #[test]
+    fn max2_finds_both_maxima() {
+        for n in [1usize, 5, 16, 33] {
+            let a: Vec<f64> = (0..n).map(|i| ((i * 7919) % 13) as f64).collect();
+            let b: Vec<f64> = a.iter().map(|v| -v).collect();
+            let (ma, mb) = max2(&a, &b);
+            assert_eq!(ma, a.iter().cloned().fold(f64::NEG_INFINITY, f64::max));
+            assert_eq!(mb, b.iter().cloned().fold(f64::NEG_INFINITY, f64::max));
+        }
+    }
+
+    #[test]
+    fn map2_writes_every_element() {
+        for n in [0usize, 3, 16, 19, 64] {
+            let a: Vec<f32> = (0..n).map(|i| i as f32).collect();
+            let mut out = vec![f32::NAN; n];
+            map2(&a, &a, &mut out, |ca, cb| {
+                let mut r = [0.0f32; LANES];
+                for k in 0..LANES {
+                    r[k] = ca[k] + cb[k];
+                }
+                r
+            });
+            for (i, v) in out.iter().enumerate() {
+                assert_eq!(*v, 2.0 * i as f32);
+            }
+        }
+    }
+}

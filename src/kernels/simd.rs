@@ -1,0 +1,198 @@
+//! Runtime choice of instruction-set level.
+//!
+//! Each kernel body is written once, generic over `L: Level`, and wrapped in a `Kernel`
+//! value. `dispatch` runs it inside a `#[target_feature]` function of the active level, where
+//! the compiler vectorizes the inlined body for that level. A wheel built for baseline x86-64
+//! thus uses AVX-512 or AVX2+FMA where the CPU has them.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use super::float::Level;
+use crate::error::KdError;
+
+/// An instruction-set level the kernels are compiled for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Simd {
+    Scalar,
+    Avx2,
+    Avx512,
+    Neon,
+}
+
+impl Simd {
+    pub fn name(self) -> &'static str {
+        match self {
+            Simd::Scalar => "scalar",
+            Simd::Avx2 => "avx2",
+            Simd::Avx512 => "avx512",
+            Simd::Neon => "neon",
+        }
+    }
+
+    pub fn parse(name: &str) -> Result<Simd, KdError> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "scalar" => Ok(Simd::Scalar),
+            "avx2" => Ok(Simd::Avx2),
+            "avx512" => Ok(Simd::Avx512),
+            "neon" => Ok(Simd::Neon),
+            _ => Err(KdError::value(format!(
+                "KDLOSS_SIMD must be one of 'scalar', 'avx2', 'avx512', 'neon', got {name:?}"
+            ))),
+        }
+    }
+
+    fn code(self) -> u8 {
+        match self {
+            Simd::Scalar => 0,
+            Simd::Avx2 => 1,
+            Simd::Avx512 => 2,
+            Simd::Neon => 3,
+        }
+    }
+
+    fn from_code(c: u8) -> Simd {
+        match c {
+            1 => Simd::Avx2,
+            2 => Simd::Avx512,
+            3 => Simd::Neon,
+            _ => Simd::Scalar,
+        }
+    }
+
+    /// The levels this CPU can run, worst first.
+    pub fn available() -> Vec<Simd> {
+        let mut v = vec![Simd::Scalar];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                v.push(Simd::Avx2);
+                if std::is_x86_feature_detected!("avx512f")
+                    && std::is_x86_feature_detected!("avx512vl")
+                    && std::is_x86_feature_detected!("avx512bw")
+                    && std::is_x86_feature_detected!("avx512dq")
+                {
+                    v.push(Simd::Avx512);
+                }
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        v.push(Simd::Neon);
+        v
+    }
+
+    pub fn best() -> Simd {
+        Simd::available().last().copied().unwrap_or(Simd::Scalar)
+    }
+}
+
+/// The level in use; `u8::MAX` until first asked for, then the best available.
+static ACTIVE: AtomicU8 = AtomicU8::new(u8::MAX);
+
+pub fn active() -> Simd {
+    let c = ACTIVE.load(Ordering::Relaxed);
+    if c != u8::MAX {
+        return Simd::from_code(c);
+    }
+    let best = Simd::best();
+    ACTIVE.store(best.code(), Ordering::Relaxed);
+    best
+}
+
+/// Uses `level` from now on. Levels the CPU lacks are refused: running them would fault.
+pub fn set_active(level: Simd) -> Result<(), KdError> {
+    if !Simd::available().contains(&level) {
+        return Err(KdError::value(format!(
+            "SIMD level {:?} is not available on this CPU",
+            level.name()
+        )));
+    }
+    ACTIVE.store(level.code(), Ordering::Relaxed);
+    Ok(())
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct ScalarLevel;
+impl Level for ScalarLevel {
+    const FMA: bool = false;
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Avx2Level;
+impl Level for Avx2Level {
+    const FMA: bool = true;
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Avx512Level;
+impl Level for Avx512Level {
+    const FMA: bool = true;
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct NeonLevel;
+impl Level for NeonLevel {
+    const FMA: bool = true;
+}
+
+/// A unit of kernel work (one row, typically) whose body is generic over the level.
+/// Implementations mark `run` `#[inline(always)]` so it is compiled inside each entry below.
+pub trait Kernel {
+    type Output;
+    fn run<L: Level>(self) -> Self::Output;
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,bmi1,bmi2,lzcnt,popcnt,f16c")]
+fn run_avx2<K: Kernel>(k: K) -> K::Output {
+    k.run::<Avx2Level>()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,bmi1,bmi2,lzcnt,popcnt,f16c")]
+fn run_avx512<K: Kernel>(k: K) -> K::Output {
+    k.run::<Avx512Level>()
+}
+
+#[cfg(target_arch = "aarch64")]
+#[target_feature(enable = "neon")]
+fn run_neon<K: Kernel>(k: K) -> K::Output {
+    k.run::<NeonLevel>()
+}
+
+/// Runs `k` at the active level.
+#[inline]
+pub fn dispatch<K: Kernel>(k: K) -> K::Output {
+    dispatch_at(active(), k)
+}
+
+/// Runs `k` at `level`, which must be in `Simd::available()` (`set_active` ensures that for
+/// the active level); otherwise the portable body runs.
+#[inline]
+pub fn dispatch_at<K: Kernel>(level: Simd, k: K) -> K::Output {
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `active()` only returns levels `Simd::available()` detected on this CPU.
+        Simd::Avx512 if is_available(Simd::Avx512) => unsafe { run_avx512(k) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Simd::Avx2 if is_available(Simd::Avx2) => unsafe { run_avx2(k) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: NEON is part of the aarch64 baseline.
+        Simd::Neon => unsafe { run_neon(k) },
+        _ => k.run::<ScalarLevel>(),
+    }
+}
+
+/// Cached detection, so the check in `dispatch_at` costs a load.
+fn is_available(level: Simd) -> bool {
+    static MASK: AtomicU8 = AtomicU8::new(0);
+    let mut m = MASK.load(Ordering::Relaxed);
+    if m == 0 {
+        m = 0x80;
+        for l in Simd::available() {
+            m |= 1 << l.code();
+        }
+        MASK.store(m, Ordering::Relaxed);
+    }
+    m & (1 << level.code()) != 0
+}

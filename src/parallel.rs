@@ -1,0 +1,231 @@
+//! Row-parallel execution on kdloss's own Rayon pool.
+//!
+//! Every kernel is a function of one row, so rows are the unit of work: a row is never split
+//! between threads and each row's result lands in its own slot, which is what makes results
+//! bitwise identical for any thread count. Small inputs run on the calling thread, because a
+//! pool round-trip (tens of microseconds) costs more than the whole kernel there.
+
+use std::sync::{Arc, RwLock};
+
+use ndarray::{ArrayView2, Axis};
+use rayon::prelude::*;
+use rayon::{ThreadPool, ThreadPoolBuilder};
+
+use crate::error::KdError;
+
+/// Below this many elements a call runs on the calling thread.
+pub const PARALLEL_MIN_ELEMENTS: usize = 1 << 17;
+/// Each parallel task gets at least this many elements, so scheduling stays a small fraction.
+const TASK_MIN_ELEMENTS: usize = 1 << 15;
+/// Tasks per thread, for balance when rows cost different amounts (ignored rows are free).
+const TASKS_PER_THREAD: usize = 4;
+
+struct Pool {
+    threads: usize,
+    pool: Option<Arc<ThreadPool>>,
+}
+
+static POOL: RwLock<Pool> = RwLock::new(Pool {
+    threads: 0,
+    pool: None,
+});
+
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Reads `KDLOSS_NUM_THREADS` if it is set; the default is one thread per core.
+pub fn threads_from_env() -> Result<usize, KdError> {
+    match std::env::var("KDLOSS_NUM_THREADS") {
+        Err(std::env::VarError::NotPresent) => Ok(default_threads()),
+        Err(std::env::VarError::NotUnicode(v)) => Err(KdError::value(format!(
+            "KDLOSS_NUM_THREADS must be a positive integer, got {v:?}"
+        ))),
+        Ok(v) => match v.trim().parse::<usize>() {
+            Ok(n) if n >= 1 => Ok(n),
+            _ => Err(KdError::value(format!(
+                "KDLOSS_NUM_THREADS must be a positive integer, got {v:?}"
+            ))),
+        },
+    }
+}
+
+/// Sets the number of threads later calls use; the pool itself is built on first need.
+pub fn set_num_threads(n: usize) -> Result<(), KdError> {
+    if n < 1 {
+        return Err(KdError::value(format!("n must be >= 1, got {n}")));
+    }
+    let mut guard = POOL.write().unwrap_or_else(|e| e.into_inner());
+    if guard.threads != n {
+        guard.threads = n;
+        guard.pool = None;
+    }
+    Ok(())
+}
+
+/// The number of threads calls use (reading `KDLOSS_NUM_THREADS` the first time).
+pub fn num_threads() -> Result<usize, KdError> {
+    {
+        let guard = POOL.read().unwrap_or_else(|e| e.into_inner());
+        if guard.threads > 0 {
+            return Ok(guard.threads);
+        }
+    }
+    let n = threads_from_env()?;
+    let mut guard = POOL.write().unwrap_or_else(|e| e.into_inner());
+    if guard.threads == 0 {
+        guard.threads = n;
+    }
+    Ok(guard.threads)
+}
+
+fn pool() -> Result<Arc<ThreadPool>, KdError> {
+    let n = num_threads()?;
+    {
+        let guard = POOL.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = &guard.pool {
+            return Ok(Arc::clone(p));
+        }
+    }
+    let mut guard = POOL.write().unwrap_or_else(|e| e.into_inner());
+    if guard.pool.is_none() {
+        let built = ThreadPoolBuilder::new()
+            .num_threads(n)
+            .thread_name(|i| format!("kdloss-{i}"))
+            .build()
+            .map_err(|e| KdError::value(format!("cannot start {n} threads: {e}")))?;
+        guard.pool = Some(Arc::new(built));
+    }
+    guard
+        .pool
+        .as_ref()
+        .map(Arc::clone)
+        .ok_or_else(|| KdError::value("thread pool unavailable".to_string()))
+}
+
+/// Buffers a task reuses across its rows: copies of rows that are not contiguous in memory.
+pub struct Scratch<T> {
+    pub a: Vec<T>,
+    pub b: Vec<T>,
+}
+
+impl<T> Scratch<T> {
+    fn new() -> Self {
+        Scratch {
+            a: Vec::new(),
+            b: Vec::new(),
+        }
+    }
+}
+
+/// Row `i` of `x` as a slice: in place when the row is contiguous, else copied into `buf`.
+#[inline]
+pub fn row_of<'r, T: Copy>(x: ArrayView2<'r, T>, i: usize, buf: &'r mut Vec<T>) -> &'r [T] {
+    let row = x.index_axis_move(Axis(0), i);
+    if row.as_slice().is_some() {
+        return row.to_slice().unwrap_or(&[]);
+    }
+    buf.clear();
+    buf.extend(row.iter().copied());
+    buf
+}
+
+/// Calls `f(scratch, i, &mut partials[i], out_row_i)` for every row `i < partials.len()`,
+/// where `out` (if given) holds `partials.len()` rows of `width` elements each. Runs in
+/// parallel when the work (`partials.len() * width` elements) is large enough.
+pub fn for_each_row<T, F>(
+    width: usize,
+    partials: &mut [f64],
+    out: Option<&mut [T]>,
+    f: F,
+) -> Result<(), KdError>
+where
+    T: Copy + Send + Sync,
+    F: Fn(&mut Scratch<T>, usize, &mut f64, Option<&mut [T]>) + Sync,
+{
+    let rows = partials.len();
+    let work = rows.saturating_mul(width.max(1));
+    let threads = num_threads()?;
+    if threads <= 1 || rows < 2 || work < PARALLEL_MIN_ELEMENTS {
+        let mut scratch = Scratch::new();
+        match out {
+            Some(out) if width > 0 => {
+                for (i, (p, o)) in partials.iter_mut().zip(out.chunks_mut(width)).enumerate() {
+                    f(&mut scratch, i, p, Some(o));
+                }
+            }
+            _ => {
+                for (i, p) in partials.iter_mut().enumerate() {
+                    f(&mut scratch, i, p, None);
+                }
+            }
+        }
+        return Ok(());
+    }
+    let by_balance = rows.div_ceil(threads * TASKS_PER_THREAD);
+    let by_size = TASK_MIN_ELEMENTS.div_ceil(width.max(1));
+    let per_task = by_balance.max(by_size).max(1);
+    let pool = pool()?;
+    pool.install(|| match out {
+        Some(out) if width > 0 => partials
+            .par_chunks_mut(per_task)
+            .zip(out.par_chunks_mut(per_task * width))
+            .enumerate()
+            .for_each_init(Scratch::new, |scratch, (task, (ps, os))| {
+                let first = task * per_task;
+                for (j, (p, o)) in ps.iter_mut().zip(os.chunks_mut(width)).enumerate() {
+                    f(scratch, first + j, p, Some(o));
+                }
+            }),
+        _ => partials
+            .par_chunks_mut(per_task)
+            .enumerate()
+            .for_each_init(Scratch::new, |scratch, (task, ps)| {
+                let first = task * per_task;
+                for (j, p) in ps.iter_mut().enumerate() {
+                    f(scratch, first + j, p, None);
+                }
+            }),
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{s, Array2};
+
+    #[test]
+    fn row_of_borrows_contiguous_rows_and_copies_strided_ones() {
+        let a = Array2::from_shape_fn((3, 4), |(i, j)| (i * 4 + j) as f64);
+        let mut buf = Vec::new();
+        let r = row_of(a.view(), 1, &mut buf);
+        assert_eq!(r, &[4.0, 5.0, 6.0, 7.0]);
+        assert!(buf.is_empty());
+        let t = a.t();
+        let r = row_of(t, 1, &mut buf);
+        assert_eq!(r, &[1.0, 5.0, 9.0]);
+        let rev = a.slice(s![.., ..;-1]);
+        let mut buf2 = Vec::new();
+        assert_eq!(row_of(rev, 0, &mut buf2), &[3.0, 2.0, 1.0, 0.0]);
+    }
+
+    #[test]
+    fn every_row_is_visited_once_at_any_size() {
+        for (rows, width) in [(0usize, 5usize), (3, 7), (1000, 300), (5, 100_000)] {
+            let mut partials = vec![0.0; rows];
+            let mut out = vec![0.0f32; rows * width];
+            for_each_row(width, &mut partials, Some(&mut out), |_, i, p, o| {
+                *p += i as f64 + 1.0;
+                if let Some(o) = o {
+                    o.iter_mut().for_each(|v| *v += i as f32);
+                }
+            })
+            .unwrap();
+            for (i, p) in partials.iter().enumerate() {
+                assert_eq!(*p, i as f64 + 1.0);
+                assert!(out[i * width..(i + 1) * width].iter().all(|v| *v == i as f32));
+            }
+        }
+    }
+}
