@@ -104,7 +104,7 @@ pub fn row_stats<T: Float, L: Level, const KL: bool, const CE: bool, const POW: 
     // Without KL the teacher is never read: `t` may alias `s`.
     let (max_s, max_t) = if KL { max2(s, t) } else { max2(s, s) };
     let inv_t = T::from_f64(p.inv_t);
-    let [sum_s, sum_t, cross, sum_1] = fold2(s, t, |cs, ct| {
+    let [sum_s, sum_t, cross, sum_1] = fold2(s, t, #[inline(always)] |cs, ct| {
         let (zs, es, zt, et, e1) = chunk_exps::<T, L, KL, CE, POW>(cs, ct, max_s, max_t, inv_t);
         let mut cross = [T::ZERO; LANES];
         if KL {
@@ -154,7 +154,7 @@ pub fn row_grad<T: Float, L: Level, const KL: bool, const CE: bool, const POW: u
     let ct_ = T::from_f64(w.kl_weight / st.sum_t);
     let c1_ = T::from_f64(w.ce_weight / st.sum_1);
     let (max_s, max_t) = (st.max_s, st.max_t);
-    map2(s, t, grad, |cs, ct| {
+    map2(s, t, grad, #[inline(always)] |cs, ct| {
         let (_, es, _, et, e1) = chunk_exps::<T, L, KL, CE, POW>(cs, ct, max_s, max_t, inv_t);
         let mut g = [T::ZERO; LANES];
         for k in 0..LANES {

@@ -44,6 +44,34 @@ fn lane_sum(v: [f64; LANES]) -> f64 {
     w[0]
 }
 
+/// Moves block partials into the f64 totals.
+#[inline(always)]
+fn flush<T: Float, const N: usize>(block: &mut [Chunk<T>; N], total: &mut [[f64; LANES]; N]) {
+    for (bl, tl) in block.iter_mut().zip(total.iter_mut()) {
+        for k in 0..LANES {
+            tl[k] += bl[k].to_f64();
+            bl[k] = T::ZERO;
+        }
+    }
+}
+
+/// Lane-wise running maximum.
+#[inline(always)]
+fn max_into<T: Float>(m: &mut Chunk<T>, c: &Chunk<T>) {
+    for k in 0..LANES {
+        m[k] = if c[k] > m[k] { c[k] } else { m[k] };
+    }
+}
+
+#[inline(always)]
+fn max_of<T: Float>(m: &Chunk<T>) -> T {
+    let mut acc = T::NEG_INFINITY;
+    for &v in m {
+        acc = if v > acc { v } else { acc };
+    }
+    acc
+}
+
 /// Sums `N` per-element quantities over the row pair `(a, b)` (equal lengths), each computed by
 /// `step` for one chunk of `a` and the matching chunk of `b`.
 #[inline(always)]
@@ -56,14 +84,6 @@ pub fn fold2<T: Float, const N: usize>(
     let full = a.len() - a.len() % LANES;
     let mut total = [[0.0f64; LANES]; N];
     let mut block = [[T::ZERO; LANES]; N];
-    let flush = |block: &mut [Chunk<T>; N], total: &mut [[f64; LANES]; N]| {
-        for (bl, tl) in block.iter_mut().zip(total.iter_mut()) {
-            for k in 0..LANES {
-                tl[k] += bl[k].to_f64();
-                bl[k] = T::ZERO;
-            }
-        }
-    };
     let mut i = 0;
     while i < full {
         let end = full.min(i + BLOCK * LANES);
@@ -97,25 +117,17 @@ pub fn max2<T: Float>(a: &[T], b: &[T]) -> (T, T) {
     let full = a.len() - a.len() % LANES;
     let mut ma = [T::NEG_INFINITY; LANES];
     let mut mb = [T::NEG_INFINITY; LANES];
-    let mut step = |ca: &Chunk<T>, cb: &Chunk<T>| {
-        for k in 0..LANES {
-            ma[k] = if ca[k] > ma[k] { ca[k] } else { ma[k] };
-            mb[k] = if cb[k] > mb[k] { cb[k] } else { mb[k] };
-        }
-    };
     let mut i = 0;
     while i < full {
-        step(chunk(a, i), chunk(b, i));
+        max_into(&mut ma, chunk(a, i));
+        max_into(&mut mb, chunk(b, i));
         i += LANES;
     }
     if full < a.len() {
-        step(&padded(&a[full..]), &padded(&b[full..]));
+        max_into(&mut ma, &padded(&a[full..]));
+        max_into(&mut mb, &padded(&b[full..]));
     }
-    let fold = |m: [T; LANES]| {
-        m.iter()
-            .fold(T::NEG_INFINITY, |acc, &v| if v > acc { v } else { acc })
-    };
-    (fold(ma), fold(mb))
+    (max_of(&ma), max_of(&mb))
 }
 
 /// Writes `step(chunk of a, chunk of b)` over `out` (all three of equal length).
