@@ -10,7 +10,7 @@ where NumPy can reshape them as a view.
 from __future__ import annotations
 
 import numbers
-from typing import Any, Optional, Union
+from typing import Any, NamedTuple, Union
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -79,20 +79,18 @@ def _ignore_index(value: object) -> int:
     return v
 
 
-def _as_labels(labels: ArrayLike, logits: NDArray[Any]) -> NDArray[np.int64]:
-    """``labels`` as a flat int64 array, one per row of ``logits``."""
+def _as_labels(labels: ArrayLike, shape: tuple[int, ...]) -> NDArray[np.int64]:
+    """``labels`` as a flat int64 array, one per row of logits of ``shape``."""
     y = np.asarray(labels)
     if y.dtype.kind not in "iu" and not (y.size == 0 and y.dtype.kind == "f"):
         raise TypeError(f"labels must hold integers, got an array of dtype {y.dtype}")
-    expected = logits.shape[:-1]
+    expected = shape[:-1]
     if y.shape != expected:
         raise ValueError(
             f"labels must have shape {expected} (logits.shape[:-1]), got shape {y.shape}"
         )
     if y.dtype.kind == "u" and y.size and y.max() > _INT64.max:
-        raise ValueError(
-            f"labels must be in [0, {logits.shape[-1]}) or equal ignore_index, got {y.max()}"
-        )
+        raise ValueError(f"labels must be in [0, {shape[-1]}) or equal ignore_index, got {y.max()}")
     return y.astype(np.int64, copy=False).reshape(-1)
 
 
@@ -103,60 +101,115 @@ def _shaped(loss: Any, shape: tuple[int, ...]) -> Loss:
     return np.asarray(loss).reshape(shape)
 
 
+_FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_INT64_DTYPE = np.dtype(np.int64)
+
+
+class _Settings(NamedTuple):
+    """Validated loss settings."""
+
+    temperature: float
+    alpha: float
+    reduction: str
+    ignore_index: int
+
+
+def _settings(
+    temperature: object, alpha: object, reduction: object, ignore_index: object
+) -> _Settings:
+    """Checks loss settings (types here, values by the kernels' own checks)."""
+    t = _real(temperature, "temperature")
+    a = _real(alpha, "alpha")
+    r = _reduction(reduction)
+    i = _ignore_index(ignore_index)
+    _core.validate(t, a, r)
+    return _Settings(t, a, r, i)
+
+
 def _check_pair(
     student_logits: ArrayLike, teacher_logits: ArrayLike
-) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any], NDArray[Any]]:
-    s = _as_logits(student_logits, "student_logits")
-    t = _as_logits(teacher_logits, "teacher_logits")
-    if s.shape != t.shape:
+) -> tuple[tuple[int, ...], NDArray[Any], NDArray[Any]]:
+    """The student's shape and both inputs as 2-D arrays of the computation dtype."""
+    s, t = student_logits, teacher_logits
+    # Fast path, what a training loop passes: 2-D arrays of one float dtype, used as they are.
+    if (
+        type(s) is np.ndarray
+        and type(t) is np.ndarray
+        and s.ndim == 2
+        and s.shape == t.shape
+        and s.shape[1] > 0
+        and s.dtype == t.dtype
+        and s.dtype in _FAST_DTYPES
+    ):
+        return s.shape, s, t
+    sa = _as_logits(s, "student_logits")
+    ta = _as_logits(t, "teacher_logits")
+    if sa.shape != ta.shape:
         raise ValueError(
             "student_logits and teacher_logits must have the same shape, "
-            f"got {s.shape} and {t.shape}"
+            f"got {sa.shape} and {ta.shape}"
         )
-    dtype = _compute_dtype(s, t)
-    return s, t, _rows(s, dtype), _rows(t, dtype)
+    dtype = _compute_dtype(sa, ta)
+    return sa.shape, _rows(sa, dtype), _rows(ta, dtype)
+
+
+def _labels_for(labels: ArrayLike | None, shape: tuple[int, ...]) -> NDArray[Any] | None:
+    if labels is None:
+        return None
+    if (
+        type(labels) is np.ndarray
+        and labels.dtype == _INT64_DTYPE
+        and labels.shape == shape[:-1]
+        and labels.ndim == 1
+    ):
+        return labels
+    return _as_labels(labels, shape)
 
 
 def _distill(
     student_logits: ArrayLike,
     teacher_logits: ArrayLike,
-    labels: Optional[ArrayLike],
-    temperature: float,
-    alpha: float,
-    reduction: str,
-    ignore_index: int,
+    labels: ArrayLike | None,
+    settings: _Settings,
     with_grad: bool,
-    out: Optional[NDArray[Any]] = None,
-) -> tuple[Loss, Optional[NDArray[Any]], tuple[int, ...]]:
-    temperature = _real(temperature, "temperature")
-    alpha = _real(alpha, "alpha")
-    reduction = _reduction(reduction)
-    ignore_index = _ignore_index(ignore_index)
-    _core.validate(temperature, alpha, reduction)
-    s, _, s2, t2 = _check_pair(student_logits, teacher_logits)
-    y = None if labels is None else _as_labels(labels, s)
-    if out is not None:
-        if not isinstance(out, np.ndarray):
-            raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
-        if out.shape != s.shape:
-            raise ValueError(f"out must have shape {s.shape}, got {out.shape}")
-        if out.dtype != s2.dtype:
-            raise ValueError(f"out must have dtype {s2.dtype}, got {out.dtype}")
-        if not out.flags.c_contiguous:
-            raise ValueError("out must be C-contiguous")
-        if not out.flags.writeable:
-            raise ValueError("out must be writeable")
-        out = out.reshape(s2.shape)
+    out: NDArray[Any] | None = None,
+) -> tuple[Loss, NDArray[Any] | None]:
+    """The loss (and with ``with_grad`` the gradient, in the student's shape)."""
+    shape, s2, t2 = _check_pair(student_logits, teacher_logits)
+    y = _labels_for(labels, shape)
+    out2 = None if out is None else _check_out(out, shape, s2.dtype)
+    temperature, alpha, reduction, ignore_index = settings
     loss, grad = _core.distillation(
-        s2, t2, y, temperature, alpha, reduction, ignore_index, with_grad, out
+        s2, t2, y, temperature, alpha, reduction, ignore_index, with_grad, out2
     )
-    return _shaped(loss, s.shape[:-1]), grad, s.shape
+    if len(shape) != 2:
+        loss = _shaped(loss, shape[:-1])
+        if grad is not None and out is None:
+            grad = grad.reshape(shape)
+    if out is not None:
+        grad = out
+    return loss, grad
+
+
+def _check_out(out: object, shape: tuple[int, ...], dtype: np.dtype[Any]) -> NDArray[Any]:
+    """``out`` as a 2-D view, after checking it can receive the gradient."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+    if out.shape != shape:
+        raise ValueError(f"out must have shape {shape}, got {out.shape}")
+    if out.dtype != dtype:
+        raise ValueError(f"out must have dtype {dtype}, got {out.dtype}")
+    if not out.flags.c_contiguous:
+        raise ValueError("out must be C-contiguous")
+    if not out.flags.writeable:
+        raise ValueError("out must be writeable")
+    return out.reshape(-1, shape[-1])
 
 
 def distillation_loss(
     student_logits: ArrayLike,
     teacher_logits: ArrayLike,
-    labels: Optional[ArrayLike] = None,
+    labels: ArrayLike | None = None,
     *,
     temperature: float = 1.0,
     alpha: float = 0.5,
@@ -182,29 +235,21 @@ def distillation_loss(
     Returns:
         A Python float for ``"mean"`` and ``"sum"``, else an array in the computation dtype.
     """
-    loss, _, _ = _distill(
-        student_logits,
-        teacher_logits,
-        labels,
-        temperature,
-        alpha,
-        reduction,
-        ignore_index,
-        with_grad=False,
-    )
+    settings = _settings(temperature, alpha, reduction, ignore_index)
+    loss, _ = _distill(student_logits, teacher_logits, labels, settings, with_grad=False)
     return loss
 
 
 def distillation_loss_and_grad(
     student_logits: ArrayLike,
     teacher_logits: ArrayLike,
-    labels: Optional[ArrayLike] = None,
+    labels: ArrayLike | None = None,
     *,
     temperature: float = 1.0,
     alpha: float = 0.5,
     reduction: str = "mean",
     ignore_index: int = -100,
-    out: Optional[NDArray[Any]] = None,
+    out: NDArray[Any] | None = None,
 ) -> tuple[Loss, NDArray[Any]]:
     """The distillation loss and its gradient with respect to ``student_logits``.
 
@@ -217,21 +262,10 @@ def distillation_loss_and_grad(
     Returns:
         ``(loss, grad)``, with ``grad`` of ``student_logits``' shape (``out`` itself if given).
     """
-    loss, grad, shape = _distill(
-        student_logits,
-        teacher_logits,
-        labels,
-        temperature,
-        alpha,
-        reduction,
-        ignore_index,
-        with_grad=True,
-        out=out,
-    )
+    settings = _settings(temperature, alpha, reduction, ignore_index)
+    loss, grad = _distill(student_logits, teacher_logits, labels, settings, True, out)
     assert grad is not None
-    if out is not None:
-        return loss, out
-    return loss, grad.reshape(shape)
+    return loss, grad
 
 
 def kl_divergence(
@@ -249,8 +283,8 @@ def kl_divergence(
     temperature = _real(temperature, "temperature")
     reduction = _reduction(reduction)
     _core.validate(temperature, 1.0, reduction)
-    s, _, s2, t2 = _check_pair(student_logits, teacher_logits)
-    return _shaped(_core.kl_divergence(s2, t2, temperature, reduction), s.shape[:-1])
+    shape, s2, t2 = _check_pair(student_logits, teacher_logits)
+    return _shaped(_core.kl_divergence(s2, t2, temperature, reduction), shape[:-1])
 
 
 def cross_entropy(
@@ -268,7 +302,7 @@ def cross_entropy(
     ignore_index = _ignore_index(ignore_index)
     _core.validate(1.0, 0.0, reduction)
     x = _as_logits(logits, "logits")
-    y = _as_labels(labels, x)
+    y = _as_labels(labels, x.shape)
     result = _core.cross_entropy(_rows(x, _compute_dtype(x)), y, reduction, ignore_index)
     return _shaped(result, x.shape[:-1])
 
@@ -277,9 +311,7 @@ def _softmax(x: ArrayLike, temperature: float, log: bool) -> NDArray[np.floating
     temperature = _real(temperature, "temperature")
     _core.validate(temperature, 0.0, "mean")
     a = _as_logits(x, "x")
-    out: NDArray[np.floating[Any]] = _core.softmax(
-        _rows(a, _compute_dtype(a)), temperature, log
-    )
+    out: NDArray[np.floating[Any]] = _core.softmax(_rows(a, _compute_dtype(a)), temperature, log)
     return out.reshape(a.shape)
 
 

@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from numpy.typing import ArrayLike, NDArray
 
-from . import _core
-from .functional import (
-    Loss,
-    _ignore_index,
-    _real,
-    _reduction,
-    distillation_loss,
-    distillation_loss_and_grad,
-)
+from .functional import Loss, _distill, _settings
 
 __all__ = ["DistillationLoss"]
 
@@ -39,7 +31,7 @@ class DistillationLoss:
         0.549306
     """
 
-    __slots__ = ("_alpha", "_ignore_index", "_reduction", "_temperature")
+    __slots__ = ("_settings",)
 
     def __init__(
         self,
@@ -49,102 +41,85 @@ class DistillationLoss:
         reduction: str = "mean",
         ignore_index: int = -100,
     ) -> None:
-        temperature = _real(temperature, "temperature")
-        alpha = _real(alpha, "alpha")
-        reduction = _reduction(reduction)
-        ignore_index = _ignore_index(ignore_index)
-        _core.validate(temperature, alpha, reduction)
-        self._temperature = temperature
-        self._alpha = alpha
-        self._reduction = reduction
-        self._ignore_index = ignore_index
+        self._settings = _settings(temperature, alpha, reduction, ignore_index)
 
     @property
     def temperature(self) -> float:
         """The softening temperature ``T``."""
-        return self._temperature
+        return self._settings.temperature
 
     @property
     def alpha(self) -> float:
         """The weight of the KL term; ``1 - alpha`` weights the cross-entropy."""
-        return self._alpha
+        return self._settings.alpha
 
     @property
     def reduction(self) -> str:
         """How rows are combined: ``"mean"``, ``"sum"`` or ``"none"``."""
-        return self._reduction
+        return self._settings.reduction
 
     @property
     def ignore_index(self) -> int:
         """The label value of rows left out of the loss."""
-        return self._ignore_index
-
-    def _settings(self) -> dict[str, Any]:
-        return {
-            "temperature": self._temperature,
-            "alpha": self._alpha,
-            "reduction": self._reduction,
-            "ignore_index": self._ignore_index,
-        }
+        return self._settings.ignore_index
 
     def __call__(
         self,
         student_logits: ArrayLike,
         teacher_logits: ArrayLike,
-        labels: Optional[ArrayLike] = None,
+        labels: ArrayLike | None = None,
     ) -> Loss:
         """The loss (see :meth:`forward`)."""
-        return distillation_loss(student_logits, teacher_logits, labels, **self._settings())
+        return _distill(student_logits, teacher_logits, labels, self._settings, False)[0]
 
     def forward(
         self,
         student_logits: ArrayLike,
         teacher_logits: ArrayLike,
-        labels: Optional[ArrayLike] = None,
+        labels: ArrayLike | None = None,
     ) -> Loss:
         """The loss: a Python float for ``"mean"``/``"sum"``, an array for ``"none"``.
 
         Writes nothing of the inputs' size: one fused pass set over the rows.
         """
-        return distillation_loss(student_logits, teacher_logits, labels, **self._settings())
+        return _distill(student_logits, teacher_logits, labels, self._settings, False)[0]
 
     def forward_backward(
         self,
         student_logits: ArrayLike,
         teacher_logits: ArrayLike,
-        labels: Optional[ArrayLike] = None,
+        labels: ArrayLike | None = None,
         *,
-        out: Optional[NDArray[Any]] = None,
+        out: NDArray[Any] | None = None,
     ) -> tuple[Loss, NDArray[Any]]:
         """The loss and its gradient with respect to ``student_logits``.
 
         ``out``, if given, must be a C-contiguous, writeable array of the student's shape and
         the computation dtype; the gradient is written into it and it is returned.
         """
-        return distillation_loss_and_grad(
-            student_logits, teacher_logits, labels, out=out, **self._settings()
-        )
+        loss, grad = _distill(student_logits, teacher_logits, labels, self._settings, True, out)
+        assert grad is not None
+        return loss, grad
 
     def __repr__(self) -> str:
+        t, a, r, i = self._settings
         return (
-            f"DistillationLoss(temperature={self._temperature!r}, alpha={self._alpha!r}, "
-            f"reduction={self._reduction!r}, ignore_index={self._ignore_index!r})"
+            f"DistillationLoss(temperature={t!r}, alpha={a!r}, reduction={r!r}, ignore_index={i!r})"
         )
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, DistillationLoss):
             return NotImplemented
-        return self._settings() == other._settings()
+        return self._settings == other._settings
 
     def __hash__(self) -> int:
-        return hash(tuple(self._settings().values()))
+        return hash(self._settings)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_restore, tuple(self._settings().values()))
+        return (_restore, tuple(self._settings))
 
 
 def _restore(
     temperature: float, alpha: float, reduction: str, ignore_index: int
 ) -> DistillationLoss:
     return DistillationLoss(temperature, alpha, reduction=reduction, ignore_index=ignore_index)
-
