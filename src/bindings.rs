@@ -20,6 +20,9 @@ use crate::parallel;
 /// kernel, and no other Python thread would get meaningful time in between.
 const DETACH_MIN_ELEMENTS: usize = 1 << 14;
 
+/// A loss (Python float or per-row array) and, if asked for, its gradient array.
+type LossAndGrad<'py> = (Bound<'py, PyAny>, Option<Bound<'py, PyAny>>);
+
 /// Logits of either supported dtype.
 #[derive(FromPyObject)]
 pub enum Logits<'py> {
@@ -91,7 +94,7 @@ fn distill_typed<'py, T: Float + Element>(
     labels: Option<PyReadonlyArray1<'py, i64>>,
     with_grad: bool,
     out: Option<Bound<'py, PyAny>>,
-) -> PyResult<(Bound<'py, PyAny>, Option<Bound<'py, PyArray2<T>>>)> {
+) -> PyResult<LossAndGrad<'py>> {
     let sv: ArrayView2<T> = s.as_array();
     let tv: ArrayView2<T> = t.as_array();
     let lv: Option<ArrayView1<i64>> = labels.as_ref().map(|l| l.as_array());
@@ -114,7 +117,7 @@ fn distill_typed<'py, T: Float + Element>(
             kernels::distillation(&cfg, sv, tv, lv, Some(g))
         })?
     };
-    Ok((loss_to_py(py, loss), Some(grad)))
+    Ok((loss_to_py(py, loss), Some(grad.into_any())))
 }
 
 /// The distillation loss, and with `with_grad` also d(loss)/d(student) (into `out` if given).
@@ -132,20 +135,18 @@ pub fn distillation<'py>(
     ignore_index: i64,
     with_grad: bool,
     out: Option<Bound<'py, PyAny>>,
-) -> PyResult<(Bound<'py, PyAny>, Option<Bound<'py, PyAny>>)> {
-    let cfg = Distillation::new(temperature, alpha, Reduction::parse(reduction)?, ignore_index)?;
-    let (loss, grad) = match (student, teacher) {
-        (Logits::F32(s), Logits::F32(t)) => {
-            let (l, g) = distill_typed(py, cfg, s, t, labels, with_grad, out)?;
-            (l, g.map(Bound::into_any))
-        }
-        (Logits::F64(s), Logits::F64(t)) => {
-            let (l, g) = distill_typed(py, cfg, s, t, labels, with_grad, out)?;
-            (l, g.map(Bound::into_any))
-        }
-        _ => return Err(mismatched_dtypes()),
-    };
-    Ok((loss, grad))
+) -> PyResult<LossAndGrad<'py>> {
+    let cfg = Distillation::new(
+        temperature,
+        alpha,
+        Reduction::parse(reduction)?,
+        ignore_index,
+    )?;
+    match (student, teacher) {
+        (Logits::F32(s), Logits::F32(t)) => distill_typed(py, cfg, s, t, labels, with_grad, out),
+        (Logits::F64(s), Logits::F64(t)) => distill_typed(py, cfg, s, t, labels, with_grad, out),
+        _ => Err(mismatched_dtypes()),
+    }
 }
 
 /// `KL(softmax(teacher/T) || softmax(student/T))`, reduced over rows.

@@ -103,10 +103,12 @@ fn pool() -> Result<Arc<ThreadPool>, KdError> {
         .ok_or_else(|| KdError::value("thread pool unavailable".to_string()))
 }
 
-/// Buffers a task reuses across its rows: copies of rows that are not contiguous in memory.
+/// Buffers a task reuses across its rows: copies of rows that are not contiguous in memory,
+/// and per-element values one pass of a kernel keeps for the next.
 pub struct Scratch<T> {
     pub a: Vec<T>,
     pub b: Vec<T>,
+    pub keep: Vec<T>,
 }
 
 impl<T> Scratch<T> {
@@ -114,6 +116,7 @@ impl<T> Scratch<T> {
         Scratch {
             a: Vec::new(),
             b: Vec::new(),
+            keep: Vec::new(),
         }
     }
 }
@@ -177,15 +180,15 @@ where
                     f(scratch, first + j, p, Some(o));
                 }
             }),
-        _ => partials
-            .par_chunks_mut(per_task)
-            .enumerate()
-            .for_each_init(Scratch::new, |scratch, (task, ps)| {
+        _ => partials.par_chunks_mut(per_task).enumerate().for_each_init(
+            Scratch::new,
+            |scratch, (task, ps)| {
                 let first = task * per_task;
                 for (j, p) in ps.iter_mut().enumerate() {
                     f(scratch, first + j, p, None);
                 }
-            }),
+            },
+        ),
     });
     Ok(())
 }
@@ -224,7 +227,9 @@ mod tests {
             .unwrap();
             for (i, p) in partials.iter().enumerate() {
                 assert_eq!(*p, i as f64 + 1.0);
-                assert!(out[i * width..(i + 1) * width].iter().all(|v| *v == i as f32));
+                assert!(out[i * width..(i + 1) * width]
+                    .iter()
+                    .all(|v| *v == i as f32));
             }
         }
     }

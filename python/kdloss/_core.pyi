@@ -1,23 +1,35 @@
-from typing import Any, Optional, Union
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+__all__ = [
+    "__version__",
+    "build_info",
+    "cross_entropy",
+    "distillation",
+    "get_num_threads",
+    "kl_divergence",
+    "set_num_threads",
+    "set_simd",
+    "softmax",
+    "validate",
+]
 __version__: str
 
-_Loss = Union[float, NDArray[np.floating[Any]]]
+_Loss = float | NDArray[np.floating[Any]]
 
 def distillation(
     student: NDArray[np.floating[Any]],
     teacher: NDArray[np.floating[Any]],
-    labels: Optional[NDArray[np.int64]],
+    labels: NDArray[np.int64] | None,
     temperature: float,
     alpha: float,
     reduction: str,
     ignore_index: int,
     with_grad: bool,
-    out: Optional[NDArray[np.floating[Any]]] = None,
-) -> tuple[_Loss, Optional[NDArray[np.floating[Any]]]]: ...
+    out: NDArray[np.floating[Any]] | None = None,
+) -> tuple[_Loss, NDArray[np.floating[Any]] | None]: ...
 def kl_divergence(
     student: NDArray[np.floating[Any]],
     teacher: NDArray[np.floating[Any]],
@@ -30,7 +42,9 @@ def cross_entropy(
     reduction: str,
     ignore_index: int,
 ) -> _Loss: ...
-def softmax(x: NDArray[np.floating[Any]], temperature: float, log: bool) -> NDArray[np.floating[Any]]: ...
+def softmax(
+    x: NDArray[np.floating[Any]], temperature: float, log: bool
+) -> NDArray[np.floating[Any]]: ...
 def set_num_threads(n: int) -> None: ...
 def get_num_threads() -> int: ...
 def set_simd(name: str) -> None: ...

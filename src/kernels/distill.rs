@@ -10,7 +10,7 @@
 //! replaces an exp by multiplies.
 
 use super::float::{Float, Level};
-use super::row::{fold2, map2, max2, Chunk, LANES};
+use super::row::{fold2, fold2_keep, map3, max2, Chunk, LANES};
 
 /// Which terms a row computes, fixed at compile time so that unused work is not even emitted.
 /// `POW` is the integer temperature used to get `e^z1` from `e^zs`, or 0 to compute it.
@@ -62,7 +62,17 @@ fn powi<T: Float, const POW: u32>(e: T) -> T {
     }
 }
 
-/// Per-chunk exponentials shared by the statistics and gradient passes.
+/// One chunk's scaled logits and their exps: `zs = (s - max s)/T`, `es = e^zs`, likewise `zt`,
+/// `et` for the teacher, and `e1 = e^(s - max s)`.
+struct ChunkExps<T> {
+    zs: Chunk<T>,
+    es: Chunk<T>,
+    zt: Chunk<T>,
+    et: Chunk<T>,
+    e1: Chunk<T>,
+}
+
+/// Per-chunk exponentials of the terms switched on.
 #[inline(always)]
 fn chunk_exps<T: Float, L: Level, const KL: bool, const CE: bool, const POW: u32>(
     cs: &Chunk<T>,
@@ -70,7 +80,7 @@ fn chunk_exps<T: Float, L: Level, const KL: bool, const CE: bool, const POW: u32
     max_s: T,
     max_t: T,
     inv_t: T,
-) -> (Chunk<T>, Chunk<T>, Chunk<T>, Chunk<T>, Chunk<T>) {
+) -> ChunkExps<T> {
     let mut zs = [T::ZERO; LANES];
     let mut es = [T::ZERO; LANES];
     let mut zt = [T::ZERO; LANES];
@@ -91,34 +101,70 @@ fn chunk_exps<T: Float, L: Level, const KL: bool, const CE: bool, const POW: u32
             };
         }
     }
-    (zs, es, zt, et, e1)
+    ChunkExps { zs, es, zt, et, e1 }
 }
 
-/// The statistics pass: both maxima, then the exp sums (and `A`) in one sweep.
+/// One chunk of the statistics pass: the summands `[e^zs, e^zt, e^zt (zt - zs), e^z1]` and
+/// the exps worth keeping, `[e^zs, e^zt, e^z1]`.
+#[inline(always)]
+#[allow(clippy::type_complexity)]
+fn stats_step<T: Float, L: Level, const KL: bool, const CE: bool, const POW: u32>(
+    cs: &Chunk<T>,
+    ct: &Chunk<T>,
+    max_s: T,
+    max_t: T,
+    inv_t: T,
+) -> ([Chunk<T>; 4], [Chunk<T>; 3]) {
+    let ChunkExps { zs, es, zt, et, e1 } =
+        chunk_exps::<T, L, KL, CE, POW>(cs, ct, max_s, max_t, inv_t);
+    let mut cross = [T::ZERO; LANES];
+    if KL {
+        for k in 0..LANES {
+            // NaN != 0, so a NaN teacher still reaches the sum.
+            cross[k] = if et[k] != T::ZERO {
+                et[k] * (zt[k] - zs[k])
+            } else {
+                T::ZERO
+            };
+        }
+    }
+    ([es, et, cross, e1], [es, et, e1])
+}
+
+/// The statistics pass: both maxima, then the exp sums (and `A`) in one sweep. With `keep`
+/// (three row lengths of scratch), the exps are also stored there for `row_grad`.
 #[inline(always)]
 pub fn row_stats<T: Float, L: Level, const KL: bool, const CE: bool, const POW: u32>(
     s: &[T],
     t: &[T],
     p: RowParams,
+    keep: Option<&mut [T]>,
 ) -> RowStats<T> {
     // Without KL the teacher is never read: `t` may alias `s`.
     let (max_s, max_t) = if KL { max2(s, t) } else { max2(s, s) };
     let inv_t = T::from_f64(p.inv_t);
-    let [sum_s, sum_t, cross, sum_1] = fold2(s, t, #[inline(always)] |cs, ct| {
-        let (zs, es, zt, et, e1) = chunk_exps::<T, L, KL, CE, POW>(cs, ct, max_s, max_t, inv_t);
-        let mut cross = [T::ZERO; LANES];
-        if KL {
-            for k in 0..LANES {
-                // NaN != 0, so a NaN teacher still reaches the sum.
-                cross[k] = if et[k] != T::ZERO {
-                    et[k] * (zt[k] - zs[k])
-                } else {
-                    T::ZERO
-                };
-            }
+    let [sum_s, sum_t, cross, sum_1] = match keep {
+        None => fold2(
+            s,
+            t,
+            #[inline(always)]
+            |cs, ct| stats_step::<T, L, KL, CE, POW>(cs, ct, max_s, max_t, inv_t).0,
+        ),
+        Some(buf) => {
+            let (es, rest) = buf.split_at_mut(s.len());
+            let (et, rest) = rest.split_at_mut(s.len());
+            let e1 = &mut rest[..s.len()];
+            let mask = [KL, KL, keeps_e1::<KL, CE, POW>()];
+            fold2_keep(
+                s,
+                t,
+                [es, et, e1],
+                mask,
+                #[inline(always)]
+                |cs, ct| stats_step::<T, L, KL, CE, POW>(cs, ct, max_s, max_t, inv_t),
+            )
         }
-        [es, et, cross, e1]
-    });
+    };
     RowStats {
         max_s,
         max_t,
@@ -127,6 +173,12 @@ pub fn row_stats<T: Float, L: Level, const KL: bool, const CE: bool, const POW: 
         cross,
         sum_1,
     }
+}
+
+/// Whether `e^z1` must be kept, rather than rebuilt from `e^zs` as a power.
+#[inline(always)]
+const fn keeps_e1<const KL: bool, const CE: bool, const POW: u32>() -> bool {
+    CE && !(KL && POW != 0)
 }
 
 /// Weights of the gradient: `kl_weight` multiplies `(e^zs/Ss - e^zt/St)` and `ce_weight`
@@ -138,37 +190,52 @@ pub struct GradWeights {
 }
 
 /// The gradient pass: writes the whole row of `grad` (the one-hot term included when `label`
-/// is given and CE is on).
+/// is given and CE is on) from the exps `row_stats` kept.
 #[inline(always)]
 pub fn row_grad<T: Float, L: Level, const KL: bool, const CE: bool, const POW: u32>(
-    s: &[T],
-    t: &[T],
-    p: RowParams,
+    kept: &[T],
     st: &RowStats<T>,
     w: GradWeights,
     label: Option<usize>,
     grad: &mut [T],
 ) {
-    let inv_t = T::from_f64(p.inv_t);
+    let n = grad.len();
+    let (es, rest) = kept.split_at(n);
+    let (et, rest) = rest.split_at(n);
+    let e1 = if keeps_e1::<KL, CE, POW>() {
+        &rest[..n]
+    } else {
+        es
+    };
     let cs_ = T::from_f64(w.kl_weight / st.sum_s);
     let ct_ = T::from_f64(w.kl_weight / st.sum_t);
     let c1_ = T::from_f64(w.ce_weight / st.sum_1);
-    let (max_s, max_t) = (st.max_s, st.max_t);
-    map2(s, t, grad, #[inline(always)] |cs, ct| {
-        let (_, es, _, et, e1) = chunk_exps::<T, L, KL, CE, POW>(cs, ct, max_s, max_t, inv_t);
-        let mut g = [T::ZERO; LANES];
-        for k in 0..LANES {
-            let mut v = T::ZERO;
-            if KL {
-                v = T::madd::<L>(cs_, es[k], -(ct_ * et[k]));
+    map3(
+        es,
+        et,
+        e1,
+        grad,
+        #[inline(always)]
+        |es, et, e1| {
+            let mut g = [T::ZERO; LANES];
+            for k in 0..LANES {
+                let mut v = T::ZERO;
+                if KL {
+                    v = T::madd::<L>(cs_, es[k], -(ct_ * et[k]));
+                }
+                if CE {
+                    let e = if keeps_e1::<KL, CE, POW>() {
+                        e1[k]
+                    } else {
+                        powi::<T, POW>(e1[k])
+                    };
+                    v = T::madd::<L>(c1_, e, v);
+                }
+                g[k] = v;
             }
-            if CE {
-                v = T::madd::<L>(c1_, e1[k], v);
-            }
-            g[k] = v;
-        }
-        g
-    });
+            g
+        },
+    );
     if CE {
         if let Some(y) = label {
             grad[y] = grad[y] - T::from_f64(w.ce_weight);

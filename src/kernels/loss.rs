@@ -72,6 +72,8 @@ struct FusedRow<'a, T, const KL: bool, const CE: bool, const POW: u32> {
     label: Option<usize>,
     ctx: RowCtx,
     grad: Option<&'a mut [T]>,
+    /// Scratch of three row lengths, used with `grad`.
+    keep: &'a mut Vec<T>,
 }
 
 impl<T: Float, const KL: bool, const CE: bool, const POW: u32> Kernel
@@ -82,7 +84,17 @@ impl<T: Float, const KL: bool, const CE: bool, const POW: u32> Kernel
     #[inline(always)]
     fn run<L: Level>(self) -> f64 {
         let c = self.ctx;
-        let st = row_stats::<T, L, KL, CE, POW>(self.s, self.t, c.params);
+        let n = self.s.len();
+        let keep = match self.grad {
+            Some(_) => {
+                if self.keep.len() < 3 * n {
+                    self.keep.resize(3 * n, T::ZERO);
+                }
+                Some(&mut self.keep[..3 * n])
+            }
+            None => None,
+        };
+        let st = row_stats::<T, L, KL, CE, POW>(self.s, self.t, c.params, keep);
         let mut loss = 0.0;
         if KL {
             loss += c.kl_weight * st.kl();
@@ -93,7 +105,7 @@ impl<T: Float, const KL: bool, const CE: bool, const POW: u32> Kernel
             loss += c.ce_weight * s_y.map_or(f64::NAN, |v| st.ce(v));
         }
         if let Some(g) = self.grad {
-            row_grad::<T, L, KL, CE, POW>(self.s, self.t, c.params, &st, c.grad, self.label, g);
+            row_grad::<T, L, KL, CE, POW>(&self.keep[..3 * n], &st, c.grad, self.label, g);
         }
         loss
     }
@@ -111,6 +123,7 @@ fn fused_row<T: Float>(
     label: Option<usize>,
     ctx: RowCtx,
     grad: Option<&mut [T]>,
+    keep: &mut Vec<T>,
 ) -> f64 {
     macro_rules! go {
         ($kl:literal, $ce:literal, $pow:literal) => {
@@ -120,6 +133,7 @@ fn fused_row<T: Float>(
                 label,
                 ctx,
                 grad,
+                keep,
             })
         };
     }
@@ -204,10 +218,14 @@ fn run<T: Float>(
             return;
         }
         let s_row = row_of(s, i, &mut scratch.a);
-        let t_row = if kl { row_of(t, i, &mut scratch.b) } else { s_row };
+        let t_row = if kl {
+            row_of(t, i, &mut scratch.b)
+        } else {
+            s_row
+        };
         // Checked by `check_labels`: 0 <= y < c.
         let label = label.map(|y| y as usize);
-        *p = fused_row(kl, ce, pow, s_row, t_row, label, ctx, g);
+        *p = fused_row(kl, ce, pow, s_row, t_row, label, ctx, g, &mut scratch.keep);
     })?;
     Ok(match job.reduction {
         Reduction::None => Loss::Rows(partials.iter().map(|&v| T::from_f64(v)).collect()),

@@ -27,7 +27,9 @@ fn padded<T: Float>(x: &[T]) -> Chunk<T> {
 #[inline(always)]
 fn chunk<T: Float>(x: &[T], i: usize) -> &Chunk<T> {
     // The callers index whole chunks only; the conversion cannot fail.
-    x[i..i + LANES].try_into().unwrap_or_else(|_| unreachable!())
+    x[i..i + LANES]
+        .try_into()
+        .unwrap_or_else(|_| unreachable!())
 }
 
 /// Adds the lanes in a fixed pairwise order.
@@ -47,12 +49,18 @@ fn lane_sum(v: [f64; LANES]) -> f64 {
 /// Moves block partials into the f64 totals.
 #[inline(always)]
 fn flush<T: Float, const N: usize>(block: &mut [Chunk<T>; N], total: &mut [[f64; LANES]; N]) {
-    for (bl, tl) in block.iter_mut().zip(total.iter_mut()) {
-        for k in 0..LANES {
-            tl[k] += bl[k].to_f64();
-            bl[k] = T::ZERO;
-        }
+    for j in 0..N {
+        flush_one(&mut block[j], &mut total[j]);
     }
+}
+
+// One sum at a time, lane by lane: written across sums, the loop was vectorized with gathers.
+#[inline(always)]
+fn flush_one<T: Float>(block: &mut Chunk<T>, total: &mut [f64; LANES]) {
+    for k in 0..LANES {
+        total[k] += block[k].to_f64();
+    }
+    *block = [T::ZERO; LANES];
 }
 
 /// Lane-wise running maximum.
@@ -80,29 +88,61 @@ pub fn fold2<T: Float, const N: usize>(
     b: &[T],
     step: impl Fn(&Chunk<T>, &Chunk<T>) -> [Chunk<T>; N],
 ) -> [f64; N] {
+    fold2_keep(
+        a,
+        b,
+        [],
+        [],
+        #[inline(always)]
+        |ca, cb| (step(ca, cb), []),
+    )
+}
+
+/// `fold2`, also storing the `K` per-element results of `step` for which `mask` is true in
+/// `keep` (each as long as `a`; the others are not touched and may be empty), for a later pass
+/// to read instead of recomputing them.
+#[inline(always)]
+pub fn fold2_keep<T: Float, const N: usize, const K: usize>(
+    a: &[T],
+    b: &[T],
+    keep: [&mut [T]; K],
+    mask: [bool; K],
+    step: impl Fn(&Chunk<T>, &Chunk<T>) -> ([Chunk<T>; N], [Chunk<T>; K]),
+) -> [f64; N] {
     debug_assert_eq!(a.len(), b.len());
-    let full = a.len() - a.len() % LANES;
+    let n = a.len();
+    let full = n - n % LANES;
     let mut total = [[0.0f64; LANES]; N];
     let mut block = [[T::ZERO; LANES]; N];
     let mut i = 0;
     while i < full {
         let end = full.min(i + BLOCK * LANES);
         while i < end {
-            let parts = step(chunk(a, i), chunk(b, i));
+            let (parts, kept) = step(chunk(a, i), chunk(b, i));
             for (bl, p) in block.iter_mut().zip(parts.iter()) {
                 for k in 0..LANES {
                     bl[k] = bl[k] + p[k];
+                }
+            }
+            for j in 0..K {
+                if mask[j] {
+                    keep[j][i..i + LANES].copy_from_slice(&kept[j]);
                 }
             }
             i += LANES;
         }
         flush(&mut block, &mut total);
     }
-    if full < a.len() {
-        let parts = step(&padded(&a[full..]), &padded(&b[full..]));
+    if full < n {
+        let (parts, kept) = step(&padded(&a[full..]), &padded(&b[full..]));
         for (tl, p) in total.iter_mut().zip(parts.iter()) {
             for k in 0..LANES {
                 tl[k] += p[k].to_f64();
+            }
+        }
+        for j in 0..K {
+            if mask[j] {
+                keep[j][full..n].copy_from_slice(&kept[j][..n - full]);
             }
         }
     }
@@ -114,38 +154,83 @@ pub fn fold2<T: Float, const N: usize>(
 #[inline(always)]
 pub fn max2<T: Float>(a: &[T], b: &[T]) -> (T, T) {
     debug_assert_eq!(a.len(), b.len());
-    let full = a.len() - a.len() % LANES;
-    let mut ma = [T::NEG_INFINITY; LANES];
-    let mut mb = [T::NEG_INFINITY; LANES];
+    // Four independent accumulators per input: a max has a latency of several cycles, and
+    // one chain per input would leave the loop waiting on it.
+    const U: usize = 4;
+    let n = a.len();
+    let wide = n - n % (U * LANES);
+    let full = n - n % LANES;
+    let mut ma = [[T::NEG_INFINITY; LANES]; U];
+    let mut mb = [[T::NEG_INFINITY; LANES]; U];
     let mut i = 0;
+    while i < wide {
+        for u in 0..U {
+            max_into(&mut ma[u], chunk(a, i + u * LANES));
+            max_into(&mut mb[u], chunk(b, i + u * LANES));
+        }
+        i += U * LANES;
+    }
     while i < full {
-        max_into(&mut ma, chunk(a, i));
-        max_into(&mut mb, chunk(b, i));
+        max_into(&mut ma[0], chunk(a, i));
+        max_into(&mut mb[0], chunk(b, i));
         i += LANES;
     }
-    if full < a.len() {
-        max_into(&mut ma, &padded(&a[full..]));
-        max_into(&mut mb, &padded(&b[full..]));
+    if full < n {
+        max_into(&mut ma[0], &padded(&a[full..]));
+        max_into(&mut mb[0], &padded(&b[full..]));
     }
-    (max_of(&ma), max_of(&mb))
+    for u in 1..U {
+        let (a_u, b_u) = (ma[u], mb[u]);
+        max_into(&mut ma[0], &a_u);
+        max_into(&mut mb[0], &b_u);
+    }
+    (max_of(&ma[0]), max_of(&mb[0]))
+}
+
+/// Writes `step(chunk of a, chunk of b, chunk of c)` over `out` (all of equal length).
+#[inline(always)]
+pub fn map3<T: Float>(
+    a: &[T],
+    b: &[T],
+    c: &[T],
+    out: &mut [T],
+    step: impl Fn(&Chunk<T>, &Chunk<T>, &Chunk<T>) -> Chunk<T>,
+) {
+    debug_assert!(a.len() == b.len() && a.len() == c.len() && a.len() == out.len());
+    let n = a.len();
+    let full = n - n % LANES;
+    let mut i = 0;
+    while i < full {
+        let r = step(chunk(a, i), chunk(b, i), chunk(c, i));
+        out[i..i + LANES].copy_from_slice(&r);
+        i += LANES;
+    }
+    if full < n {
+        let r = step(
+            &padded(&a[full..]),
+            &padded(&b[full..]),
+            &padded(&c[full..]),
+        );
+        out[full..].copy_from_slice(&r[..n - full]);
+    }
 }
 
 /// Writes `step(chunk of a, chunk of b)` over `out` (all three of equal length).
 #[inline(always)]
-pub fn map2<T: Float>(a: &[T], b: &[T], out: &mut [T], step: impl Fn(&Chunk<T>, &Chunk<T>) -> Chunk<T>) {
-    debug_assert!(a.len() == b.len() && a.len() == out.len());
-    let full = a.len() - a.len() % LANES;
-    let mut i = 0;
-    while i < full {
-        let r = step(chunk(a, i), chunk(b, i));
-        out[i..i + LANES].copy_from_slice(&r);
-        i += LANES;
-    }
-    if full < a.len() {
-        let r = step(&padded(&a[full..]), &padded(&b[full..]));
-        let n = a.len() - full;
-        out[full..].copy_from_slice(&r[..n]);
-    }
+pub fn map2<T: Float>(
+    a: &[T],
+    b: &[T],
+    out: &mut [T],
+    step: impl Fn(&Chunk<T>, &Chunk<T>) -> Chunk<T>,
+) {
+    map3(
+        a,
+        b,
+        b,
+        out,
+        #[inline(always)]
+        |ca, cb, _| step(ca, cb),
+    );
 }
 
 #[cfg(test)]
@@ -161,7 +246,11 @@ mod tests {
                 let mut y = [0.0f32; LANES];
                 for k in 0..LANES {
                     // Padded lanes are -inf; map them to zero as the kernels' exps do.
-                    x[k] = if ca[k] == f32::NEG_INFINITY { 0.0 } else { ca[k] };
+                    x[k] = if ca[k] == f32::NEG_INFINITY {
+                        0.0
+                    } else {
+                        ca[k]
+                    };
                     y[k] = if cb[k] == f32::NEG_INFINITY { 0.0 } else { 1.0 };
                 }
                 [x, y]

@@ -148,7 +148,9 @@ fn run_avx2<K: Kernel>(k: K) -> K::Output {
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,bmi1,bmi2,lzcnt,popcnt,f16c")]
+#[target_feature(
+    enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,bmi1,bmi2,lzcnt,popcnt,f16c"
+)]
 fn run_avx512<K: Kernel>(k: K) -> K::Output {
     k.run::<Avx512Level>()
 }

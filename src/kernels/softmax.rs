@@ -23,32 +23,49 @@ impl<T: Float, const LOG: bool> Kernel for SoftmaxRow<'_, T, LOG> {
         let (x, out) = (self.x, self.out);
         let (m, _) = max2(x, x);
         let inv_t = T::from_f64(self.inv_t);
-        let [sum] = fold2(x, x, #[inline(always)] |c, _| {
-            let mut e = [T::ZERO; LANES];
-            for k in 0..LANES {
-                e[k] = ((c[k] - m) * inv_t).fast_exp::<L>();
-            }
-            [e]
-        });
+        let [sum] = fold2(
+            x,
+            x,
+            #[inline(always)]
+            |c, _| {
+                let mut e = [T::ZERO; LANES];
+                for k in 0..LANES {
+                    e[k] = ((c[k] - m) * inv_t).fast_exp::<L>();
+                }
+                [e]
+            },
+        );
         if LOG {
             // (x - max)/T - ln(sum): the large terms cancel before the small one is added.
             let log_sum = T::from_f64(sum.ln());
-            map2(x, x, out, #[inline(always)] |c, _| {
-                let mut r = [T::ZERO; LANES];
-                for k in 0..LANES {
-                    r[k] = (c[k] - m) * inv_t - log_sum;
-                }
-                r
-            });
+            map2(
+                x,
+                x,
+                out,
+                #[inline(always)]
+                |c, _| {
+                    let mut r = [T::ZERO; LANES];
+                    for k in 0..LANES {
+                        r[k] = (c[k] - m) * inv_t - log_sum;
+                    }
+                    r
+                },
+            );
         } else {
             let inv_sum = T::from_f64(1.0 / sum);
-            map2(x, x, out, #[inline(always)] |c, _| {
-                let mut r = [T::ZERO; LANES];
-                for k in 0..LANES {
-                    r[k] = ((c[k] - m) * inv_t).fast_exp::<L>() * inv_sum;
-                }
-                r
-            });
+            map2(
+                x,
+                x,
+                out,
+                #[inline(always)]
+                |c, _| {
+                    let mut r = [T::ZERO; LANES];
+                    for k in 0..LANES {
+                        r[k] = ((c[k] - m) * inv_t).fast_exp::<L>() * inv_sum;
+                    }
+                    r
+                },
+            );
         }
     }
 }

@@ -1,0 +1,42 @@
+//! Times the fused kernel on one shape: `cargo run --release --example profile -- B C [threads]`.
+use kdloss::kernels::{distillation, Distillation, Reduction};
+use ndarray::{Array1, Array2};
+
+fn main() {
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let (b, c) = (
+        args.first().copied().unwrap_or(256),
+        args.get(1).copied().unwrap_or(32000),
+    );
+    let th = args.get(2).copied().unwrap_or(1);
+    let s = Array2::from_shape_fn((b, c), |(i, j)| (((i * 31 + j * 17) % 1000) as f32) / 300.0);
+    let t = Array2::from_shape_fn((b, c), |(i, j)| (((i * 7 + j * 13) % 1000) as f32) / 250.0);
+    let y = Array1::from_shape_fn(b, |i| (i * 97 % c) as i64);
+    let cfg = Distillation::new(2.0, 0.5, Reduction::Mean, -100).unwrap();
+    let mut g = vec![0f32; b * c];
+    kdloss::parallel::set_num_threads(th).unwrap();
+    let modes: &[bool] = match std::env::var("MODE").as_deref() {
+        Ok("fwd") => &[false],
+        Ok("grad") => &[true],
+        _ => &[false, true],
+    };
+    for &grad in modes {
+        let mut times = Vec::new();
+        for _ in 0..15 {
+            let t0 = std::time::Instant::now();
+            let gr = if grad { Some(&mut g[..]) } else { None };
+            let _ = distillation(&cfg, s.view(), t.view(), Some(y.view()), gr).unwrap();
+            times.push(t0.elapsed().as_secs_f64());
+        }
+        times.sort_by(|a, b| a.total_cmp(b));
+        let med = times[times.len() / 2];
+        println!(
+            "({b}, {c}) grad={grad} threads={th}: median {:.3} ms, {:.3} ns/element",
+            med * 1e3,
+            med * 1e9 / (b * c) as f64
+        );
+    }
+}

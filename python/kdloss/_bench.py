@@ -1,0 +1,873 @@
+"""``python -m kdloss bench``: kdloss against the implementations people would use instead.
+
+On seeded synthetic float32 logits (T = 2, alpha = 0.5) it times, for each shape, the loss with
+its gradient (``forward_backward``) and without (``forward``) for:
+
+- kdloss, through the public :class:`kdloss.DistillationLoss`;
+- the NumPy float64 reference, :mod:`kdloss.reference`;
+- a hand-written NumPy float32 formulation (:mod:`kdloss._numpy_f32`);
+- plain Python on lists of floats (:mod:`kdloss._purepython`), on shapes where one call takes
+  at most a couple of seconds;
+- PyTorch's ``F.kl_div`` + ``F.cross_entropy`` with autograd, when ``import torch`` works.
+
+Repetitions of the implementations are interleaved so that a slow phase of a shared machine
+hits all of them alike; the tables report medians and how many times faster kdloss is than each
+peer, measured in the same run. Before any timing, kdloss's loss and gradient are checked
+against the reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib
+import json
+import math
+import os
+import platform
+import shutil
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, TextIO
+
+import numpy as np
+from numpy.typing import NDArray
+
+import kdloss
+from kdloss import _numpy_f32, _purepython, reference
+
+__all__ = ["add_arguments", "run"]
+
+TEMPERATURE = 2.0
+ALPHA = 0.5
+SEED = 0
+DEFAULT_SHAPES: tuple[tuple[int, int], ...] = ((64, 1000), (256, 32000), (8, 128256), (4096, 10))
+MODES = ("forward_backward", "forward")
+MODE_TITLES = {
+    "forward_backward": "forward + backward (loss and gradient)",
+    "forward": "forward (loss only)",
+}
+LOSS_RTOL = 1e-5
+GRAD_TOL = 1e-5
+
+Call = Callable[[], float]
+
+
+class BenchError(Exception):
+    """A condition that ends the benchmark with a message and a non-zero exit status."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How much to measure: a time budget per (implementation, mode, shape), or fixed counts."""
+
+    budget_s: float
+    min_reps: int
+    max_reps: int
+    warmup_s: float
+    repeat: int | None
+    python_cutoff_s: float
+
+
+@dataclass
+class Case:
+    """One shape's synthetic inputs."""
+
+    rows: int
+    classes: int
+    student: NDArray[np.float32]
+    teacher: NDArray[np.float32]
+    labels: NDArray[np.int64]
+
+    @property
+    def name(self) -> str:
+        return f"{self.rows}x{self.classes}"
+
+    @property
+    def elements(self) -> int:
+        return self.rows * self.classes
+
+
+@dataclass
+class Impl:
+    """An implementation: a display name and a way to bind it to a case, outside the timing."""
+
+    key: str
+    title: str
+    bind: Callable[[Case], dict[str, Call]]
+    # Tolerance of its loss against the float64 reference, for a warning (peers only).
+    loss_rtol: float
+
+
+@dataclass
+class Timing:
+    """Raw timings of one implementation in one mode on one shape."""
+
+    times_s: list[float] = field(default_factory=list)
+    skipped: str | None = None
+
+    @property
+    def median_s(self) -> float | None:
+        return statistics.median(self.times_s) if self.times_s else None
+
+
+@dataclass
+class ShapeResult:
+    """All timings for one shape: ``timings[impl key][mode]``."""
+
+    case: Case
+    timings: dict[str, dict[str, Timing]]
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs and implementations
+
+
+def make_case(rows: int, classes: int, seed: int = SEED) -> Case:
+    """Seeded random float32 logits: a teacher and a student correlated with it, and labels."""
+    rng = np.random.default_rng([seed, rows, classes])
+    teacher = rng.standard_normal((rows, classes), dtype=np.float32)
+    teacher *= np.float32(2.0)
+    student = rng.standard_normal((rows, classes), dtype=np.float32)
+    student += np.float32(0.5) * teacher
+    labels = rng.integers(0, classes, size=rows, dtype=np.int64)
+    return Case(rows, classes, student, teacher, labels)
+
+
+def _bind_kdloss(case: Case) -> dict[str, Call]:
+    loss = kdloss.DistillationLoss(TEMPERATURE, ALPHA)
+    s, t, y = case.student, case.teacher, case.labels
+    return {
+        "forward_backward": lambda: float(loss.forward_backward(s, t, y)[0]),
+        "forward": lambda: float(loss.forward(s, t, y)),
+    }
+
+
+def _bind_reference(case: Case) -> dict[str, Call]:
+    s, t, y = case.student, case.teacher, case.labels
+    return {
+        "forward_backward": lambda: float(
+            reference.distillation_loss_and_grad(s, t, y, temperature=TEMPERATURE, alpha=ALPHA)[0]
+        ),
+        "forward": lambda: float(
+            reference.distillation_loss(s, t, y, temperature=TEMPERATURE, alpha=ALPHA)
+        ),
+    }
+
+
+def _bind_numpy_f32(case: Case) -> dict[str, Call]:
+    s, t, y = case.student, case.teacher, case.labels
+    return {
+        "forward_backward": lambda: _numpy_f32.distillation_loss_and_grad(
+            s, t, y, TEMPERATURE, ALPHA
+        )[0],
+        "forward": lambda: _numpy_f32.distillation_loss(s, t, y, TEMPERATURE, ALPHA),
+    }
+
+
+def _bind_python(case: Case) -> dict[str, Call]:
+    # Pure Python works on lists; converting the arrays is not part of what is timed.
+    s: list[list[float]] = case.student.tolist()
+    t: list[list[float]] = case.teacher.tolist()
+    y: list[int] = case.labels.tolist()
+    return {
+        "forward_backward": lambda: _purepython.distillation_loss_and_grad(
+            s, t, y, TEMPERATURE, ALPHA
+        )[0],
+        "forward": lambda: _purepython.distillation_loss(s, t, y, TEMPERATURE, ALPHA),
+    }
+
+
+def _torch_binder(torch: Any, threads: int) -> Callable[[Case], dict[str, Call]]:
+    functional = importlib.import_module("torch.nn.functional")
+    torch.set_num_threads(threads)
+
+    def objective(s: Any, t: Any, y: Any) -> Any:
+        kl = functional.kl_div(
+            functional.log_softmax(s / TEMPERATURE, 1),
+            functional.log_softmax(t / TEMPERATURE, 1),
+            reduction="batchmean",
+            log_target=True,
+        )
+        return kl * TEMPERATURE * TEMPERATURE * ALPHA + (1 - ALPHA) * functional.cross_entropy(s, y)
+
+    def bind(case: Case) -> dict[str, Call]:
+        s = torch.from_numpy(case.student).requires_grad_(True)
+        t = torch.from_numpy(case.teacher)
+        y = torch.from_numpy(case.labels)
+
+        def forward_backward() -> float:
+            s.grad = None
+            loss = objective(s, t, y)
+            loss.backward()
+            return float(loss.item())
+
+        def forward() -> float:
+            with torch.no_grad():
+                return float(objective(s, t, y).item())
+
+        return {"forward_backward": forward_backward, "forward": forward}
+
+    return bind
+
+
+def _import_torch() -> Any | None:
+    try:
+        return importlib.import_module("torch")
+    except Exception:  # an optional peer: a broken install is the same as none
+        return None
+
+
+# --------------------------------------------------------------------------------------------
+# Machine description
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("model name", "Hardware", "cpu model", "Model"):
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def machine_info(threads: int, torch: Any | None) -> dict[str, Any]:
+    """Where the numbers come from: platform, CPU, library versions, thread count."""
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy_version": np.__version__,
+        "kdloss_version": kdloss.__version__,
+        "threads": threads,
+        "torch_version": None if torch is None else str(torch.__version__),
+    }
+    if hasattr(os, "sched_getaffinity"):
+        info["cpus_available"] = len(os.sched_getaffinity(0))
+    build_info = getattr(kdloss, "build_info", None)
+    if callable(build_info):
+        try:
+            info["kdloss_build"] = dict(build_info())
+        except Exception as exc:  # informational only
+            info["kdloss_build"] = {"error": repr(exc)}
+    return info
+
+
+# --------------------------------------------------------------------------------------------
+# Progress on stderr
+
+
+class Progress:
+    """One status line on stderr, rewritten in place on a terminal.
+
+    Elsewhere (a log file, CI) only milestones are printed, one line each.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.live = stream.isatty()
+        self.width = 0
+        self.last = 0.0
+
+    def update(self, text: str, *, milestone: bool = False) -> None:
+        """Show ``text`` as the current status (at most ~10 times a second on a terminal)."""
+        if not self.live:
+            if milestone:
+                print(text, file=self.stream, flush=True)
+            return
+        now = time.monotonic()
+        if not milestone and now - self.last < 0.1:
+            return
+        self.last = now
+        # Longer than the terminal, the line would wrap and "\r" could not rewrite it.
+        text = text[: max(20, shutil.get_terminal_size().columns - 1)]
+        pad = max(0, self.width - len(text))
+        self.stream.write("\r" + text + " " * pad)
+        self.stream.flush()
+        self.width = len(text)
+
+    def clear(self) -> None:
+        """Remove the status line."""
+        if self.live and self.width:
+            self.stream.write("\r" + " " * self.width + "\r")
+            self.stream.flush()
+            self.width = 0
+
+
+# --------------------------------------------------------------------------------------------
+# Checks
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _rel(a: float, b: float) -> float:
+    if a == b:
+        return 0.0
+    return abs(a - b) / max(abs(b), 1e-300)
+
+
+def check_kdloss(cases: Sequence[Case], progress: Progress) -> tuple[float, float]:
+    """Compare kdloss with the float64 reference on every case; raise BenchError on mismatch.
+
+    Returns the worst relative loss error and the worst gradient error (max absolute difference
+    over max absolute reference gradient).
+    """
+    loss_fn = kdloss.DistillationLoss(TEMPERATURE, ALPHA)
+    worst_loss = 0.0
+    worst_grad = 0.0
+    for case in cases:
+        progress.update(f"checking kdloss against kdloss.reference at {case.name}", milestone=True)
+        s, t, y = case.student, case.teacher, case.labels
+        ref_loss, ref_grad = reference.distillation_loss_and_grad(
+            s, t, y, temperature=TEMPERATURE, alpha=ALPHA
+        )
+        loss, grad = loss_fn.forward_backward(s, t, y)
+        fwd = loss_fn.forward(s, t, y)
+        ref = float(ref_loss)
+        ref_g = np.asarray(ref_grad, dtype=np.float64)
+        got_g = np.asarray(grad, dtype=np.float64)
+        if got_g.shape != ref_g.shape:
+            raise BenchError(
+                f"kdloss gradient has shape {got_g.shape} at {case.name}, expected {ref_g.shape}"
+            )
+        scale = float(np.max(np.abs(ref_g))) or 1.0
+        errors = (_rel(float(loss), ref), _rel(float(fwd), ref))
+        grad_err = float(np.max(np.abs(got_g - ref_g))) / scale
+        if not all(e <= LOSS_RTOL for e in errors) or not grad_err <= GRAD_TOL:
+            raise BenchError(
+                f"kdloss disagrees with kdloss.reference at {case.name}: loss "
+                f"{float(loss)!r} (forward {float(fwd)!r}) vs {ref!r}, relative errors "
+                f"{errors[0]:.2e} / {errors[1]:.2e} (limit {LOSS_RTOL:g}); gradient error "
+                f"{grad_err:.2e} of max |grad| (limit {GRAD_TOL:g})"
+            )
+        worst_loss = max(worst_loss, *errors)
+        worst_grad = max(worst_grad, grad_err)
+    return worst_loss, worst_grad
+
+
+def calibrate_python(progress: Progress) -> float:
+    """Seconds per element of the pure-Python forward + backward, checked against the reference.
+
+    A mismatch is reported as a warning: it concerns the peer, not kdloss.
+    """
+    progress.update("calibrating pure Python")
+    case = make_case(16, 1000)
+    bound = _bind_python(case)
+    # The fastest of three calls: a busy machine should not make the prediction skip shapes.
+    runs = [_time_once(bound["forward_backward"]) for _ in range(3)]
+    per_element = min(elapsed for elapsed, _ in runs) / case.elements
+    loss = runs[0][1]
+    ref = float(
+        reference.distillation_loss(
+            case.student, case.teacher, case.labels, temperature=TEMPERATURE, alpha=ALPHA
+        )
+    )
+    if _rel(loss, ref) > 1e-9:
+        progress.clear()
+        print(
+            f"warning: pure Python loss {loss!r} differs from the reference {ref!r}",
+            file=sys.stderr,
+        )
+    return per_element
+
+
+# --------------------------------------------------------------------------------------------
+# Timing
+
+
+def _time_once(fn: Call) -> tuple[float, float]:
+    start = time.perf_counter()
+    value = fn()
+    return time.perf_counter() - start, value
+
+
+def _warm_up(fn: Call, budget_s: float) -> tuple[float, float]:
+    """Call ``fn`` until its time settles; return the last time (an estimate) and value.
+
+    First calls pay for lazy initialisation and cold caches (PyTorch's first call in a process
+    takes about ten times its usual time), so one call is not enough. Stop when a call is within
+    25% of the fastest before it, after ``budget_s`` in all, or after 20 calls.
+    """
+    times: list[float] = []
+    while True:
+        elapsed, value = _time_once(fn)
+        times.append(elapsed)
+        settled = len(times) >= 2 and elapsed <= 1.25 * min(times[:-1])
+        if settled or sum(times) >= budget_s or len(times) >= 20:
+            return elapsed, value
+
+
+def measure_shape(
+    case: Case,
+    impls: Sequence[Impl],
+    settings: Settings,
+    python_s_per_element: float,
+    progress: Progress,
+    label: str,
+) -> ShapeResult:
+    """Warm up every (implementation, mode), then time them in interleaved rounds."""
+    timings: dict[str, dict[str, Timing]] = {impl.key: {} for impl in impls}
+    tasks: list[tuple[Impl, str, Call]] = []
+    estimates: list[float] = []
+    ref_loss = float(
+        reference.distillation_loss(
+            case.student, case.teacher, case.labels, temperature=TEMPERATURE, alpha=ALPHA
+        )
+    )
+    progress.update(f"{label}: warming up and timing", milestone=True)
+    for impl in impls:
+        if impl.key == "python":
+            predicted = python_s_per_element * case.elements
+            if predicted > settings.python_cutoff_s:
+                reason = f"~{predicted:.0f} s per call"
+                for mode in MODES:
+                    timings[impl.key][mode] = Timing(skipped=reason)
+                continue
+        progress.update(f"{label}: preparing {impl.title}")
+        calls = impl.bind(case)
+        for mode in MODES:
+            progress.update(f"{label}: warming up {impl.title} {mode}")
+            elapsed, value = _warm_up(calls[mode], settings.warmup_s)
+            if impl.key != "kdloss":
+                _warn_if_off(impl, mode, case, value, ref_loss, progress)
+            timings[impl.key][mode] = Timing()
+            tasks.append((impl, mode, calls[mode]))
+            estimates.append(elapsed)
+
+    if settings.repeat is not None:
+        reps = [settings.repeat] * len(tasks)
+    else:
+        reps = [
+            max(settings.min_reps, min(settings.max_reps, int(settings.budget_s / max(e, 1e-9))))
+            for e in estimates
+        ]
+    rounds = max(reps, default=0)
+    gc.collect()
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    start = time.monotonic()
+    try:
+        for r in range(rounds):
+            shift = r % max(len(tasks), 1)
+            for i in [*range(shift, len(tasks)), *range(shift)]:
+                impl, mode, fn = tasks[i]
+                k = reps[i]
+                # Spread each task's k repetitions evenly over the rounds.
+                if (r + 1) * k // rounds == r * k // rounds:
+                    continue
+                times = timings[impl.key][mode].times_s
+                # A call that got much slower than its warm-up (a busy machine) must not
+                # stretch the run: past three budgets, the repetitions so far are enough.
+                if (
+                    settings.repeat is None
+                    and len(times) >= settings.min_reps
+                    and sum(times) > 3 * settings.budget_s
+                ):
+                    continue
+                progress.update(
+                    f"{label}: round {r + 1}/{rounds}, {impl.title} {mode} "
+                    f"({time.monotonic() - start:.1f} s)"
+                )
+                elapsed, _ = _time_once(fn)
+                times.append(elapsed)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return ShapeResult(case, timings)
+
+
+def _warn_if_off(
+    impl: Impl, mode: str, case: Case, loss: float, ref: float, progress: Progress
+) -> None:
+    err = _rel(loss, ref)
+    if not err <= impl.loss_rtol:
+        progress.clear()
+        print(
+            f"warning: {impl.title} {mode} at {case.name} gives {loss!r}, the reference {ref!r} "
+            f"(relative difference {err:.1e})",
+            file=sys.stderr,
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Report
+
+
+def _fmt_ms(seconds: float) -> str:
+    ms = seconds * 1e3
+    if ms >= 100:
+        return f"{ms:.0f}"
+    if ms >= 10:
+        return f"{ms:.1f}"
+    if ms >= 1:
+        return f"{ms:.2f}"
+    return f"{ms:#.3g}"
+
+
+def _fmt_ns(ns: float) -> str:
+    if ns >= 100:
+        return f"{ns:.0f}"
+    if ns >= 10:
+        return f"{ns:.1f}"
+    return f"{ns:.2f}"
+
+
+def _fmt_ratio(ratio: float) -> str:
+    if ratio >= 100:
+        return f"{ratio:.0f}x"
+    if ratio >= 10:
+        return f"{ratio:.1f}x"
+    return f"{ratio:.2f}x"
+
+
+def format_table(results: Sequence[ShapeResult], impls: Sequence[Impl], mode: str) -> str:
+    """An aligned text table of medians (ms) and kdloss's speed-up over each peer."""
+    peers = [impl for impl in impls if impl.key != "kdloss"]
+    header = ["shape", "kdloss", "ns/element", *[impl.title for impl in peers]]
+    rows: list[list[str]] = [header]
+    for res in results:
+        ours = res.timings["kdloss"][mode].median_s
+        row = [res.case.name]
+        if ours is None:
+            row += ["—", "—"]
+        else:
+            row += [_fmt_ms(ours), _fmt_ns(ours * 1e9 / res.case.elements)]
+        for impl in peers:
+            theirs = res.timings[impl.key][mode].median_s
+            if theirs is None:
+                row.append("—")
+            elif ours is None or ours <= 0:
+                row.append(_fmt_ms(theirs))
+            else:
+                row.append(f"{_fmt_ms(theirs)} ({_fmt_ratio(theirs / ours)})")
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = []
+    for n, r in enumerate(rows):
+        cells = [r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:])]
+        lines.append("  ".join(cells).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def to_json(
+    results: Sequence[ShapeResult],
+    impls: Sequence[Impl],
+    machine: dict[str, Any],
+    config: dict[str, Any],
+    check: dict[str, Any],
+) -> dict[str, Any]:
+    """Everything measured: raw times, medians and speed-ups per shape, mode and implementation."""
+    shapes = []
+    for res in results:
+        per_impl: dict[str, Any] = {}
+        for impl in impls:
+            per_mode: dict[str, Any] = {}
+            for mode in MODES:
+                timing = res.timings[impl.key][mode]
+                med = timing.median_s
+                ours = res.timings["kdloss"][mode].median_s
+                per_mode[mode] = {
+                    "times_s": timing.times_s,
+                    "median_ms": None if med is None else med * 1e3,
+                    "ns_per_element": None if med is None else med * 1e9 / res.case.elements,
+                    "kdloss_speedup": None if med is None or not ours else med / ours,
+                    "skipped": timing.skipped,
+                }
+            per_impl[impl.key] = {"title": impl.title, **per_mode}
+        shapes.append(
+            {
+                "shape": [res.case.rows, res.case.classes],
+                "elements": res.case.elements,
+                "implementations": per_impl,
+            }
+        )
+    return {"machine": machine, "config": config, "check": check, "results": shapes}
+
+
+def _load_pyplot() -> Any:
+    try:
+        matplotlib = importlib.import_module("matplotlib")
+    except ImportError:
+        raise BenchError(
+            "--plot needs matplotlib, an optional extra: pip install 'kdloss[plot]' "
+            "(or pip install matplotlib)"
+        ) from None
+    matplotlib.use("Agg")
+    return importlib.import_module("matplotlib.pyplot")
+
+
+def write_plot(
+    path: str,
+    results: Sequence[ShapeResult],
+    impls: Sequence[Impl],
+    machine: dict[str, Any],
+) -> None:
+    """Save a chart of nanoseconds per element by shape, one line per implementation."""
+    plt = _load_pyplot()
+    fig, axes = plt.subplots(1, len(MODES), figsize=(12, 5), sharey=True)
+    names = [r.case.name for r in results]
+    markers = "osD^v<>"
+    for ax, mode in zip(axes, MODES):
+        for n, impl in enumerate(impls):
+            # NaN where an implementation was skipped, so that its line breaks there.
+            ys = [
+                math.nan if med is None else med * 1e9 / res.case.elements
+                for res in results
+                for med in [res.timings[impl.key][mode].median_s]
+            ]
+            ax.plot(
+                range(len(results)),
+                ys,
+                marker=markers[n % len(markers)],
+                color=f"C{n}",
+                linewidth=2.5 if impl.key == "kdloss" else 1.5,
+                label=impl.title,
+            )
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(names)
+        ax.set_xlabel("shape (rows x classes)")
+        ax.set_title(MODE_TITLES[mode])
+        ax.grid(True, which="both", axis="y", alpha=0.3)
+    axes[0].set_ylabel("time per element, ns (log scale; lower is faster)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(impls), frameon=False)
+    fig.suptitle(
+        f"kdloss {machine['kdloss_version']} and peers: float32, T={TEMPERATURE:g}, "
+        f"alpha={ALPHA:g}, {machine['threads']} thread(s); {machine['cpu_model']}",
+        fontsize="medium",
+    )
+    fig.tight_layout(rect=(0.0, 0.07, 1.0, 1.0))
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+
+
+def _parse_shapes(text: str) -> list[tuple[int, int]]:
+    shapes = []
+    for part in text.split(","):
+        part = part.strip().lower().replace("\u00d7", "x")
+        if not part:
+            continue
+        rows, sep, classes = part.partition("x")
+        try:
+            shape = (int(rows), int(classes))
+        except ValueError:
+            shape = (0, 0)
+        if not sep or shape[0] < 1 or shape[1] < 1:
+            raise argparse.ArgumentTypeError(
+                f"bad shape {part!r}: expected ROWSxCLASSES with both >= 1, e.g. 64x1000"
+            )
+        shapes.append(shape)
+    if not shapes:
+        raise argparse.ArgumentTypeError("no shape given")
+    return shapes
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options of ``python -m kdloss bench`` to ``parser``."""
+    default = ",".join(f"{b}x{c}" for b, c in DEFAULT_SHAPES)
+    parser.add_argument(
+        "--threads",
+        type=_positive_int,
+        metavar="N",
+        help="threads for kdloss (kdloss.set_num_threads) and PyTorch; default: kdloss's",
+    )
+    parser.add_argument(
+        "--shapes",
+        type=_parse_shapes,
+        metavar="BxC[,BxC...]",
+        help=f"comma-separated shapes (rows x classes); default: {default}",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=_positive_int,
+        metavar="K",
+        help="time every implementation exactly K times per shape instead of by time budget",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="a short run with fewer repetitions (a few seconds)"
+    )
+    parser.add_argument(
+        "--json", metavar="FILE", help="write all raw timings, medians and machine info as JSON"
+    )
+    parser.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        help="save a chart of time per element by shape (needs matplotlib: kdloss[plot])",
+    )
+
+
+def _settings(quick: bool, repeat: int | None) -> Settings:
+    if quick:
+        return Settings(
+            budget_s=0.1,
+            min_reps=3,
+            max_reps=30,
+            warmup_s=0.3,
+            repeat=repeat,
+            python_cutoff_s=0.5,
+        )
+    return Settings(
+        budget_s=0.5, min_reps=3, max_reps=300, warmup_s=0.6, repeat=repeat, python_cutoff_s=2.0
+    )
+
+
+def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """Run the benchmark described by the parsed ``args``; return the exit status."""
+    stream = sys.stdout if out is None else out
+    try:
+        return _run(args, stream)
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace, out: TextIO) -> int:
+    shapes: list[tuple[int, int]] = list(args.shapes or DEFAULT_SHAPES)
+    settings = _settings(bool(args.quick), args.repeat)
+    plot_path: str | None = args.plot
+    json_path: str | None = args.json
+    if plot_path is not None:
+        _load_pyplot()  # fail before measuring, not after
+    if args.threads is not None:
+        kdloss.set_num_threads(int(args.threads))
+    threads = int(kdloss.get_num_threads())
+    torch = _import_torch()
+    machine = machine_info(threads, torch)
+
+    impls = [
+        Impl("kdloss", "kdloss", _bind_kdloss, 0.0),
+        Impl("reference", "NumPy f64 reference", _bind_reference, 1e-12),
+        Impl("numpy_f32", "NumPy f32", _bind_numpy_f32, 1e-4),
+        Impl("python", "pure Python", _bind_python, 1e-9),
+    ]
+    if torch is not None:
+        impls.append(Impl("torch", "PyTorch", _torch_binder(torch, threads), 1e-4))
+
+    build = machine.get("kdloss_build", {})
+    simd = f", SIMD {build['simd']}" if isinstance(build, dict) and "simd" in build else ""
+    print(
+        f"kdloss {machine['kdloss_version']} benchmark: float32 logits, T={TEMPERATURE:g}, "
+        f"alpha={ALPHA:g}, {threads} thread(s){simd}",
+        file=out,
+    )
+    print(
+        f"machine: {machine['cpu_model']}, {machine['cpu_count']} CPUs, {machine['platform']}; "
+        f"Python {machine['python']}, NumPy {machine['numpy_version']}, PyTorch "
+        + (
+            f"{machine['torch_version']} ({threads} thread(s))"
+            if torch is not None
+            else "not installed (pip install torch adds its column)"
+        ),
+        file=out,
+        flush=True,
+    )
+
+    progress = Progress(sys.stderr)
+    started = time.monotonic()
+    cases = []
+    for b, c in shapes:
+        progress.update(f"generating {b}x{c} inputs")
+        cases.append(make_case(b, c))
+    worst_loss, worst_grad = check_kdloss(cases, progress)
+    progress.clear()
+    print(
+        f"check: kdloss matches kdloss.reference (float64) on {_plural(len(cases), 'shape')}: loss "
+        f"within {worst_loss:.1e} relative (limit {LOSS_RTOL:g}), gradient within "
+        f"{worst_grad:.1e} of max |grad|",
+        file=out,
+        flush=True,
+    )
+    python_rate = calibrate_python(progress)
+
+    results = []
+    for n, case in enumerate(cases):
+        label = f"[{n + 1}/{len(cases)}] {case.name}"
+        results.append(measure_shape(case, impls, settings, python_rate, progress, label))
+    progress.clear()
+    elapsed = time.monotonic() - started
+
+    how = (
+        f"{settings.repeat} repetitions each"
+        if settings.repeat is not None
+        else f"repetitions by time budget ({settings.min_reps} to {settings.max_reps})"
+    )
+    for mode in MODES:
+        print(file=out)
+        print(
+            f"{MODE_TITLES[mode]}: median ms; in parentheses, how many times faster kdloss is",
+            file=out,
+        )
+        print(format_table(results, impls, mode), file=out)
+    print(file=out)
+    skipped = {
+        res.case.name: res.timings["python"]["forward_backward"].skipped
+        for res in results
+        if res.timings["python"]["forward_backward"].skipped
+    }
+    notes = [f"{how}, interleaved; {elapsed:.0f} s in all"]
+    if skipped:
+        notes.append(
+            "pure Python skipped at "
+            + ", ".join(f"{name} ({why})" for name, why in skipped.items())
+        )
+    print("; ".join(notes) + ".", file=out, flush=True)
+
+    config = {
+        "temperature": TEMPERATURE,
+        "alpha": ALPHA,
+        "dtype": "float32",
+        "seed": SEED,
+        "shapes": [list(s) for s in shapes],
+        "threads": threads,
+        "quick": bool(args.quick),
+        "repeat": settings.repeat,
+        "budget_s": settings.budget_s,
+        "min_reps": settings.min_reps,
+        "max_reps": settings.max_reps,
+        "python_cutoff_s": settings.python_cutoff_s,
+        "elapsed_s": elapsed,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    check = {
+        "loss_rtol": LOSS_RTOL,
+        "grad_tol": GRAD_TOL,
+        "worst_loss_rel_error": worst_loss,
+        "worst_grad_error": worst_grad,
+        "passed": True,
+    }
+    if json_path is not None:
+        with open(json_path, "w", encoding="utf-8") as f:
+            json.dump(to_json(results, impls, machine, config, check), f, indent=2)
+            f.write("\n")
+        print(f"wrote {json_path}", file=out)
+    if plot_path is not None:
+        write_plot(plot_path, results, impls, machine)
+        print(f"wrote {plot_path}", file=out)
+    return 0
