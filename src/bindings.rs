@@ -285,3 +285,24 @@ pub fn validate(temperature: f64, alpha: f64, reduction: &str) -> PyResult<()> {
     Distillation::new(temperature, alpha, Reduction::parse(reduction)?, 0)?;
     Ok(())
 }
+
+/// Streaming read bandwidth of this machine in GB/s (a `megabytes` buffer read by `threads`
+/// threads, median of `reps` sweeps): the memory side of the benchmarks' lower bound.
+#[pyfunction]
+#[pyo3(signature = (megabytes=256, threads=1, reps=7))]
+pub fn probe_bandwidth(
+    py: Python<'_>,
+    megabytes: usize,
+    threads: usize,
+    reps: usize,
+) -> PyResult<f64> {
+    Ok(py.detach(|| kernels::probe::read_bandwidth(megabytes, threads, reps))?)
+}
+
+/// Nanoseconds per element of the kernels' exp (plus a sum) on one thread at the active SIMD
+/// level: the arithmetic side of the benchmarks' lower bound.
+#[pyfunction]
+#[pyo3(signature = (reps=21))]
+pub fn probe_exp(py: Python<'_>, reps: usize) -> PyResult<f64> {
+    Ok(py.detach(|| kernels::probe::exp_cost(reps))?)
+}

@@ -15,8 +15,8 @@ mod bindings;
 mod _core {
     #[pymodule_export]
     use crate::bindings::{
-        build_info, cross_entropy, distillation, get_num_threads, kl_divergence, set_num_threads,
-        set_simd, softmax, validate,
+        build_info, cross_entropy, distillation, get_num_threads, kl_divergence, probe_bandwidth,
+        probe_exp, set_num_threads, set_simd, softmax, validate,
     };
 
     use pyo3::prelude::*;

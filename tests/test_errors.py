@@ -301,7 +301,7 @@ def test_non_real_logits(bad: Any) -> None:
         [0.0, 1.0, 1.0],
         np.array([0, 1, 1], dtype=np.float32),
         np.array(["0", "1", "1"]),
-        np.array([0, 1, 1], dtype=object),
+        np.array([0.0, 1.0, 1.0], dtype=object),
         np.array([0, 1, 1], dtype=np.complex128),
     ],
     ids=lambda a: str(np.asarray(a).dtype),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
@@ -238,3 +239,36 @@ def test_outputs_are_fresh_arrays(rng: np.random.Generator) -> None:
         assert out.flags.c_contiguous
     _, grad_again = kdloss.DistillationLoss().forward_backward(s, t, y)
     assert not np.shares_memory(grad, grad_again)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_contiguous_inputs_are_not_copied(dtype: Any) -> None:
+    """No array of the inputs' size is allocated through NumPy for C-contiguous inputs.
+
+    tracemalloc sees NumPy's data buffers, so a conversion or copy of either input in the
+    Python layer shows up in the peak.
+    """
+    rng = np.random.default_rng(1)
+    shape = (512, 2048)
+    s = rng.standard_normal(shape).astype(dtype)
+    t = rng.standard_normal(shape).astype(dtype)
+    y = rng.integers(0, shape[1], size=shape[0])
+    loss_fn = kdloss.DistillationLoss(2.0, 0.5)
+    loss_fn(s, t, y)  # warm up: first-call allocations (thread pool, caches) are not the point
+    size = s.nbytes
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        loss_fn(s, t, y)
+        kdloss.kl_divergence(s, t)
+        kdloss.cross_entropy(s, y)
+        _, forward_peak = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        _, grad = loss_fn.forward_backward(s, t, y)
+        _, backward_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert forward_peak < size // 8, forward_peak
+    # Only the gradient itself (the size of one input) may be allocated.
+    assert backward_peak < size + size // 8, backward_peak
+    assert grad.nbytes == size

@@ -78,8 +78,12 @@ def _as_labels(labels: npt.ArrayLike, row_shape: tuple[int, ...]) -> IntArray:
     """Convert labels to an int64 array of shape ``row_shape``."""
     array = np.asarray(labels)
     if array.dtype == np.object_ and array.size > 0 and all(_is_int(v) for v in array.flat):
-        # Python ints beyond every NumPy integer type: out of [0, C) for any C.
-        raise ValueError(f"labels hold a value out of range: {max(array.flat, key=abs)}")
+        # Python ints, some beyond int64 (NumPy gives those an object array): such a value is
+        # out of [0, C) for any C.
+        biggest = max((int(v) for v in array.flat), key=abs)
+        if not -(2**63) <= biggest <= _INT64_MAX:
+            raise ValueError(f"labels hold a value out of range: {biggest}")
+        array = array.astype(np.int64)
     if array.dtype.kind not in "iu":
         raise TypeError(f"labels must hold integers, got dtype {array.dtype}")
     if array.shape != row_shape:

@@ -7,6 +7,7 @@
 pub mod distill;
 pub mod float;
 pub mod loss;
+pub mod probe;
 pub mod row;
 pub mod simd;
 pub mod softmax;
