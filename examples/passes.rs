@@ -68,4 +68,28 @@ fn main() {
     time("max2 (2 inputs)", n, || dispatch(Max(&a, &b)) as f64);
     time("sum", n, || dispatch(Sum1(&a)));
     time("sum of exp", n, || dispatch(Exp1(&a)));
+    time("row_stats KL+CE T=2 (in cache)", n, || {
+        dispatch(fused::Stats(&a, &b))
+    });
+}
+
+mod fused {
+    use kdloss::kernels::distill::{row_stats, RowParams};
+    use kdloss::kernels::float::Level;
+    use kdloss::kernels::simd::Kernel;
+    pub struct Stats<'a>(pub &'a [f32], pub &'a [f32]);
+    impl Kernel for Stats<'_> {
+        type Output = f64;
+        #[inline(always)]
+        fn run<L: Level>(self) -> f64 {
+            let st = row_stats::<f32, L, true, true, 2>(
+                self.0,
+                self.1,
+                RowParams { inv_t: 0.5 },
+                None,
+                None,
+            );
+            st.kl() + st.sum_1
+        }
+    }
 }

@@ -292,3 +292,20 @@ def test_alpha_one_without_labels(rng: np.random.Generator) -> None:
             loss_magnitude(s, t, 3.0, 1.0),
             rows,
         )
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", [(1, 131073), (2, 200003), (131073,)], ids=str)
+def test_very_long_rows(rng: np.random.Generator, shape: tuple[int, ...], dtype: Any) -> None:
+    """Rows longer than any buffer or block size; one row may be a whole parallel call."""
+    s = logits(rng, shape, dtype)
+    t = logits(rng, shape, dtype)
+    y = _labels_for(rng, shape)
+    for reduction in REDUCTIONS:
+        kwargs: dict[str, Any] = {"temperature": 2.0, "alpha": 0.5, "reduction": reduction}
+        want_loss, want_grad = reference.distillation_loss_and_grad(s, t, y, **kwargs)
+        got_loss, got_grad = kdloss.DistillationLoss(**kwargs).forward_backward(s, t, y)
+        rows = counted_rows(y, shape, IGNORE)
+        check_loss(got_loss, want_loss, reduction, dtype, loss_magnitude(s, t, 2.0, 0.5), rows)
+        divisor = rows if reduction == "mean" else 1
+        check_grad(got_grad, want_grad, dtype, grad_magnitude(s, 2.0, 0.5), divisor)

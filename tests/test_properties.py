@@ -321,3 +321,20 @@ def test_cross_entropy_non_negative_and_log_c_for_uniform(
         math.log(s.shape[-1]),
         rtol=_tol(s),
     )
+
+
+@given(
+    st.floats(min_value=-1e4, max_value=1e4, width=32),
+    st.integers(1, 300),
+    FLOAT_DTYPES,
+    TEMPERATURES,
+)
+def test_identical_logits_give_uniform_probabilities(
+    value: float, classes: int, dtype: Any, temperature: float
+) -> None:
+    x = np.full((2, classes), value, dtype=dtype)
+    p = kdloss.softmax(x, temperature=temperature)
+    rtol = 1e-12 if dtype == np.float64 else 1e-6
+    np.testing.assert_allclose(p, 1.0 / classes, rtol=rtol)
+    log_p = kdloss.log_softmax(x, temperature=temperature)
+    np.testing.assert_allclose(log_p, -math.log(classes), rtol=rtol, atol=1e-300)

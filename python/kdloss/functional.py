@@ -79,9 +79,19 @@ def _ignore_index(value: object) -> int:
     return v
 
 
+def _is_int(v: object) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
+
+
 def _as_labels(labels: ArrayLike, shape: tuple[int, ...]) -> NDArray[np.int64]:
     """``labels`` as a flat int64 array, one per row of logits of ``shape``."""
     y = np.asarray(labels)
+    if y.dtype.kind == "O" and y.size and all(_is_int(v) for v in y.flat):
+        # NumPy keeps Python ints that fit no integer dtype as objects: out of range.
+        worst = max(y.flat, key=lambda v: abs(int(v)))
+        raise ValueError(
+            f"labels must be in [0, {shape[-1]}) or equal ignore_index, got {int(worst)}"
+        )
     if y.dtype.kind not in "iu" and not (y.size == 0 and y.dtype.kind == "f"):
         raise TypeError(f"labels must hold integers, got an array of dtype {y.dtype}")
     expected = shape[:-1]

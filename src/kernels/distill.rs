@@ -9,8 +9,8 @@
 //! otherwise give `0·(-inf - -inf) = NaN`). When T is a small integer, `e^z1 = (e^zs)^T`
 //! replaces an exp by multiplies.
 
-use super::float::{Float, Level};
-use super::row::{fold2, fold2_keep, map3, max2, Chunk, LANES};
+use super::float::{store_fence, Float, Level};
+use super::row::{fold2_keep, map3, max2, Chunk, LANES};
 
 /// Which terms a row computes, fixed at compile time so that unused work is not even emitted.
 /// `POW` is the integer temperature used to get `e^z1` from `e^zs`, or 0 to compute it.
@@ -139,16 +139,25 @@ pub fn row_stats<T: Float, L: Level, const KL: bool, const CE: bool, const POW: 
     t: &[T],
     p: RowParams,
     keep: Option<&mut [T]>,
+    next: Option<(&[T], &[T])>,
 ) -> RowStats<T> {
     // Without KL the teacher is never read: `t` may alias `s`.
     let (max_s, max_t) = if KL { max2(s, t) } else { max2(s, s) };
-    let inv_t = T::from_f64(p.inv_t);
+    let inv_t = T::from_f64_saturating(p.inv_t);
     let [sum_s, sum_t, cross, sum_1] = match keep {
-        None => fold2(
+        None => fold2_keep(
             s,
             t,
+            [],
+            [],
+            next,
             #[inline(always)]
-            |cs, ct| stats_step::<T, L, KL, CE, POW>(cs, ct, max_s, max_t, inv_t).0,
+            |cs, ct| {
+                (
+                    stats_step::<T, L, KL, CE, POW>(cs, ct, max_s, max_t, inv_t).0,
+                    [],
+                )
+            },
         ),
         Some(buf) => {
             let (es, rest) = buf.split_at_mut(s.len());
@@ -160,6 +169,7 @@ pub fn row_stats<T: Float, L: Level, const KL: bool, const CE: bool, const POW: 
                 t,
                 [es, et, e1],
                 mask,
+                next,
                 #[inline(always)]
                 |cs, ct| stats_step::<T, L, KL, CE, POW>(cs, ct, max_s, max_t, inv_t),
             )
@@ -198,6 +208,7 @@ pub fn row_grad<T: Float, L: Level, const KL: bool, const CE: bool, const POW: u
     w: GradWeights,
     label: Option<usize>,
     grad: &mut [T],
+    stream: bool,
 ) {
     let n = grad.len();
     let (es, rest) = kept.split_at(n);
@@ -215,6 +226,7 @@ pub fn row_grad<T: Float, L: Level, const KL: bool, const CE: bool, const POW: u
         et,
         e1,
         grad,
+        stream,
         #[inline(always)]
         |es, et, e1| {
             let mut g = [T::ZERO; LANES];
@@ -236,6 +248,9 @@ pub fn row_grad<T: Float, L: Level, const KL: bool, const CE: bool, const POW: u
             g
         },
     );
+    if stream {
+        store_fence();
+    }
     if CE {
         if let Some(y) = label {
             grad[y] = grad[y] - T::from_f64(w.ce_weight);

@@ -36,11 +36,36 @@ pub trait Float:
     const ONE: Self;
     const NEG_INFINITY: Self;
 
+    /// The largest finite value.
+    const MAX: Self;
+
     fn from_f64(v: f64) -> Self;
     fn to_f64(self) -> f64;
 
+    /// `v` rounded to `Self`, with +inf (overflow) replaced by `Self::MAX`.
+    ///
+    /// Used for `1/T`: below T ≈ 1/MAX the reciprocal overflows and `0 · inf` would turn the
+    /// row maximum's `(x − max)/T = 0` into NaN. With `MAX` the maximum still maps to 0 and
+    /// every other logit to a value whose exp is 0, as it is for `(x − max)/T` itself, unless
+    /// the logits differ by less than `T·MAX` (subnormal differences at such temperatures).
+    #[inline(always)]
+    fn from_f64_saturating(v: f64) -> Self {
+        let r = Self::from_f64(v);
+        if r.to_f64() == f64::INFINITY {
+            Self::MAX
+        } else {
+            r
+        }
+    }
+
     /// `a * b + c`, fused where the level has FMA.
     fn madd<L: Level>(a: Self, b: Self, c: Self) -> Self;
+
+    /// Copies `src` into `dst` (equal lengths, a multiple of 16 bytes) with non-temporal stores
+    /// where the platform has them and `dst` is 16-byte aligned, plain stores otherwise.
+    /// Non-temporal stores write whole lines to memory without first reading them, which is a
+    /// third of the traffic of a large output; callers finish with `store_fence`.
+    fn stream_copy(dst: &mut [Self], src: &[Self]);
 
     /// `e^x` to about one ulp for `x <= 0` (all the kernels need), written without branches
     /// or libm calls so that loops over it vectorize. `-inf` and arguments whose result is
@@ -48,8 +73,26 @@ pub trait Float:
     fn fast_exp<L: Level>(self) -> Self;
 }
 
+/// Orders this thread's non-temporal stores before anything it does next (such as signalling
+/// that a row is done).
+#[inline(always)]
+pub fn store_fence() {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `sfence` has no preconditions.
+    unsafe {
+        std::arch::x86_64::_mm_sfence();
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn aligned16<T>(p: *const T) -> bool {
+    (p as usize) % 16 == 0
+}
+
 impl Float for f32 {
     const NAME: &'static str = "float32";
+    const MAX: Self = f32::MAX;
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
     const NEG_INFINITY: Self = f32::NEG_INFINITY;
@@ -71,6 +114,21 @@ impl Float for f32 {
         } else {
             a * b + c
         }
+    }
+
+    #[inline(always)]
+    fn stream_copy(dst: &mut [Self], src: &[Self]) {
+        #[cfg(target_arch = "x86_64")]
+        if dst.len() == src.len() && dst.len() % 4 == 0 && aligned16(dst.as_ptr()) {
+            use std::arch::x86_64::{_mm_loadu_ps, _mm_stream_ps};
+            for (d, s) in dst.chunks_exact_mut(4).zip(src.chunks_exact(4)) {
+                // SAFETY: `d` and `s` hold 4 f32 each and `d` is 16-byte aligned (checked
+                // for the start; chunks of 16 bytes keep it); SSE is baseline on x86-64.
+                unsafe { _mm_stream_ps(d.as_mut_ptr(), _mm_loadu_ps(s.as_ptr())) };
+            }
+            return;
+        }
+        dst.copy_from_slice(src);
     }
 
     // The coefficients are Cephes' as published; rounding them to f32 is the compiler's job.
@@ -117,6 +175,7 @@ impl Float for f32 {
 
 impl Float for f64 {
     const NAME: &'static str = "float64";
+    const MAX: Self = f64::MAX;
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
     const NEG_INFINITY: Self = f64::NEG_INFINITY;
@@ -138,6 +197,20 @@ impl Float for f64 {
         } else {
             a * b + c
         }
+    }
+
+    #[inline(always)]
+    fn stream_copy(dst: &mut [Self], src: &[Self]) {
+        #[cfg(target_arch = "x86_64")]
+        if dst.len() == src.len() && dst.len() % 2 == 0 && aligned16(dst.as_ptr()) {
+            use std::arch::x86_64::{_mm_loadu_pd, _mm_stream_pd};
+            for (d, s) in dst.chunks_exact_mut(2).zip(src.chunks_exact(2)) {
+                // SAFETY: as for f32, with 2 f64 per 16 bytes.
+                unsafe { _mm_stream_pd(d.as_mut_ptr(), _mm_loadu_pd(s.as_ptr())) };
+            }
+            return;
+        }
+        dst.copy_from_slice(src);
     }
 
     #[allow(clippy::excessive_precision)]

@@ -12,6 +12,10 @@ use super::{
 use crate::error::KdError;
 use crate::parallel::{for_each_row, row_of};
 
+/// Gradients at least this large are written with non-temporal stores: they cannot stay in a
+/// core's cache anyway, and plain stores would first read every line they overwrite.
+const STREAM_MIN_BYTES: usize = 8 << 20;
+
 /// The distillation loss `alpha·T²·KL(softmax(t/T) || softmax(s/T)) + (1 − alpha)·CE(s, y)`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Distillation {
@@ -64,6 +68,8 @@ struct RowCtx {
     kl_weight: f64,
     ce_weight: f64,
     grad: GradWeights,
+    /// Write the gradient with non-temporal stores (it is too large to stay in cache).
+    stream: bool,
 }
 
 struct FusedRow<'a, T, const KL: bool, const CE: bool, const POW: u32> {
@@ -74,6 +80,8 @@ struct FusedRow<'a, T, const KL: bool, const CE: bool, const POW: u32> {
     grad: Option<&'a mut [T]>,
     /// Scratch of three row lengths, used with `grad`.
     keep: &'a mut Vec<T>,
+    /// The rows processed next, to prefetch.
+    next: Option<(&'a [T], &'a [T])>,
 }
 
 impl<T: Float, const KL: bool, const CE: bool, const POW: u32> Kernel
@@ -94,7 +102,7 @@ impl<T: Float, const KL: bool, const CE: bool, const POW: u32> Kernel
             }
             None => None,
         };
-        let st = row_stats::<T, L, KL, CE, POW>(self.s, self.t, c.params, keep);
+        let st = row_stats::<T, L, KL, CE, POW>(self.s, self.t, c.params, keep, self.next);
         let mut loss = 0.0;
         if KL {
             loss += c.kl_weight * st.kl();
@@ -105,7 +113,8 @@ impl<T: Float, const KL: bool, const CE: bool, const POW: u32> Kernel
             loss += c.ce_weight * s_y.map_or(f64::NAN, |v| st.ce(v));
         }
         if let Some(g) = self.grad {
-            row_grad::<T, L, KL, CE, POW>(&self.keep[..3 * n], &st, c.grad, self.label, g);
+            let stream = c.stream;
+            row_grad::<T, L, KL, CE, POW>(&self.keep[..3 * n], &st, c.grad, self.label, g, stream);
         }
         loss
     }
@@ -124,6 +133,7 @@ fn fused_row<T: Float>(
     ctx: RowCtx,
     grad: Option<&mut [T]>,
     keep: &mut Vec<T>,
+    next: Option<(&[T], &[T])>,
 ) -> f64 {
     macro_rules! go {
         ($kl:literal, $ce:literal, $pow:literal) => {
@@ -134,6 +144,7 @@ fn fused_row<T: Float>(
                 ctx,
                 grad,
                 keep,
+                next,
             })
         };
     }
@@ -205,6 +216,9 @@ fn run<T: Float>(
             kl_weight: job.kl_weight / temperature * scale,
             ce_weight: job.ce_weight * scale,
         },
+        stream: grad
+            .as_ref()
+            .is_some_and(|g| std::mem::size_of_val::<[T]>(g) >= STREAM_MIN_BYTES),
     };
     let ignore_index = job.ignore_index;
     let mut partials = vec![0.0f64; rows];
@@ -225,7 +239,25 @@ fn run<T: Float>(
         };
         // Checked by `check_labels`: 0 <= y < c.
         let label = label.map(|y| y as usize);
-        *p = fused_row(kl, ce, pow, s_row, t_row, label, ctx, g, &mut scratch.keep);
+        let next = (i + 1 < rows)
+            .then(|| {
+                let ns = s.row(i + 1).to_slice()?;
+                let nt = if kl { t.row(i + 1).to_slice()? } else { ns };
+                Some((ns, nt))
+            })
+            .flatten();
+        *p = fused_row(
+            kl,
+            ce,
+            pow,
+            s_row,
+            t_row,
+            label,
+            ctx,
+            g,
+            &mut scratch.keep,
+            next,
+        );
     })?;
     Ok(match job.reduction {
         Reduction::None => Loss::Rows(partials.iter().map(|&v| T::from_f64(v)).collect()),

@@ -46,6 +46,22 @@ fn lane_sum(v: [f64; LANES]) -> f64 {
     w[0]
 }
 
+/// Asks for the cache line holding `x[i]` to be brought into L2 (a hint; no effect elsewhere
+/// than x86-64). One call per chunk of 16 f32 covers every line once.
+#[inline(always)]
+pub fn prefetch<T>(x: &[T], i: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if i < x.len() {
+        // SAFETY: prefetching is a hint that never faults; the address is inside `x` anyway.
+        unsafe {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+            _mm_prefetch::<_MM_HINT_T1>(x.as_ptr().add(i).cast::<i8>());
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (x, i);
+}
+
 /// Moves block partials into the f64 totals.
 #[inline(always)]
 fn flush<T: Float, const N: usize>(block: &mut [Chunk<T>; N], total: &mut [[f64; LANES]; N]) {
@@ -93,6 +109,7 @@ pub fn fold2<T: Float, const N: usize>(
         b,
         [],
         [],
+        None,
         #[inline(always)]
         |ca, cb| (step(ca, cb), []),
     )
@@ -100,13 +117,15 @@ pub fn fold2<T: Float, const N: usize>(
 
 /// `fold2`, also storing the `K` per-element results of `step` for which `mask` is true in
 /// `keep` (each as long as `a`; the others are not touched and may be empty), for a later pass
-/// to read instead of recomputing them.
+/// to read instead of recomputing them. `next`, the row pair to be processed after this one,
+/// is prefetched as this one is read, so that its first pass finds it in cache.
 #[inline(always)]
 pub fn fold2_keep<T: Float, const N: usize, const K: usize>(
     a: &[T],
     b: &[T],
     keep: [&mut [T]; K],
     mask: [bool; K],
+    next: Option<(&[T], &[T])>,
     step: impl Fn(&Chunk<T>, &Chunk<T>) -> ([Chunk<T>; N], [Chunk<T>; K]),
 ) -> [f64; N] {
     debug_assert_eq!(a.len(), b.len());
@@ -118,6 +137,10 @@ pub fn fold2_keep<T: Float, const N: usize, const K: usize>(
     while i < full {
         let end = full.min(i + BLOCK * LANES);
         while i < end {
+            if let Some((na, nb)) = next {
+                prefetch(na, i);
+                prefetch(nb, i);
+            }
             let (parts, kept) = step(chunk(a, i), chunk(b, i));
             for (bl, p) in block.iter_mut().zip(parts.iter()) {
                 for k in 0..LANES {
@@ -187,13 +210,15 @@ pub fn max2<T: Float>(a: &[T], b: &[T]) -> (T, T) {
     (max_of(&ma[0]), max_of(&mb[0]))
 }
 
-/// Writes `step(chunk of a, chunk of b, chunk of c)` over `out` (all of equal length).
+/// Writes `step(chunk of a, chunk of b, chunk of c)` over `out` (all of equal length); with
+/// `stream`, by non-temporal stores for the whole chunks (the caller fences).
 #[inline(always)]
 pub fn map3<T: Float>(
     a: &[T],
     b: &[T],
     c: &[T],
     out: &mut [T],
+    stream: bool,
     step: impl Fn(&Chunk<T>, &Chunk<T>, &Chunk<T>) -> Chunk<T>,
 ) {
     debug_assert!(a.len() == b.len() && a.len() == c.len() && a.len() == out.len());
@@ -202,7 +227,11 @@ pub fn map3<T: Float>(
     let mut i = 0;
     while i < full {
         let r = step(chunk(a, i), chunk(b, i), chunk(c, i));
-        out[i..i + LANES].copy_from_slice(&r);
+        if stream {
+            T::stream_copy(&mut out[i..i + LANES], &r);
+        } else {
+            out[i..i + LANES].copy_from_slice(&r);
+        }
         i += LANES;
     }
     if full < n {
@@ -228,6 +257,7 @@ pub fn map2<T: Float>(
         b,
         b,
         out,
+        false,
         #[inline(always)]
         |ca, cb, _| step(ca, cb),
     );

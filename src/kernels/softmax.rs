@@ -22,7 +22,7 @@ impl<T: Float, const LOG: bool> Kernel for SoftmaxRow<'_, T, LOG> {
     fn run<L: Level>(self) {
         let (x, out) = (self.x, self.out);
         let (m, _) = max2(x, x);
-        let inv_t = T::from_f64(self.inv_t);
+        let inv_t = T::from_f64_saturating(self.inv_t);
         let [sum] = fold2(
             x,
             x,
