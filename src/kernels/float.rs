@@ -87,7 +87,7 @@ pub fn store_fence() {
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn aligned16<T>(p: *const T) -> bool {
-    (p as usize) % 16 == 0
+    (p as usize).is_multiple_of(16)
 }
 
 impl Float for f32 {
@@ -119,7 +119,7 @@ impl Float for f32 {
     #[inline(always)]
     fn stream_copy(dst: &mut [Self], src: &[Self]) {
         #[cfg(target_arch = "x86_64")]
-        if dst.len() == src.len() && dst.len() % 4 == 0 && aligned16(dst.as_ptr()) {
+        if dst.len() == src.len() && dst.len().is_multiple_of(4) && aligned16(dst.as_ptr()) {
             use std::arch::x86_64::{_mm_loadu_ps, _mm_stream_ps};
             for (d, s) in dst.chunks_exact_mut(4).zip(src.chunks_exact(4)) {
                 // SAFETY: `d` and `s` hold 4 f32 each and `d` is 16-byte aligned (checked
@@ -202,7 +202,7 @@ impl Float for f64 {
     #[inline(always)]
     fn stream_copy(dst: &mut [Self], src: &[Self]) {
         #[cfg(target_arch = "x86_64")]
-        if dst.len() == src.len() && dst.len() % 2 == 0 && aligned16(dst.as_ptr()) {
+        if dst.len() == src.len() && dst.len().is_multiple_of(2) && aligned16(dst.as_ptr()) {
             use std::arch::x86_64::{_mm_loadu_pd, _mm_stream_pd};
             for (d, s) in dst.chunks_exact_mut(2).zip(src.chunks_exact(2)) {
                 // SAFETY: as for f32, with 2 f64 per 16 bytes.
