@@ -218,7 +218,7 @@ fn run<T: Float>(
         },
         stream: grad
             .as_ref()
-            .is_some_and(|g| g.len() * std::mem::size_of::<T>() >= STREAM_MIN_BYTES),
+            .is_some_and(|g| std::mem::size_of_val(*g) >= STREAM_MIN_BYTES),
     };
     let ignore_index = job.ignore_index;
     let mut partials = vec![0.0f64; rows];
