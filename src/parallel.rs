@@ -109,6 +109,7 @@ pub struct Scratch<T> {
     pub a: Vec<T>,
     pub b: Vec<T>,
     pub keep: Vec<T>,
+    pub cols: Vec<[T; crate::kernels::row::LANES]>,
 }
 
 impl<T> Scratch<T> {
@@ -117,6 +118,7 @@ impl<T> Scratch<T> {
             a: Vec::new(),
             b: Vec::new(),
             keep: Vec::new(),
+            cols: Vec::new(),
         }
     }
 }
@@ -146,47 +148,73 @@ where
     T: Copy + Send + Sync,
     F: Fn(&mut Scratch<T>, usize, &mut f64, Option<&mut [T]>) + Sync,
 {
+    for_each_block(1, width, partials, out, |scratch, i, p, o| {
+        if let Some(p) = p.first_mut() {
+            f(scratch, i, p, o);
+        }
+    })
+}
+
+/// Like `for_each_row`, but hands `f` blocks of `block` consecutive rows (the last may be
+/// shorter): `f(scratch, first_row, partials_of_block, out_rows_of_block)`. Blocks are never
+/// split between threads.
+pub fn for_each_block<T, F>(
+    block: usize,
+    width: usize,
+    partials: &mut [f64],
+    out: Option<&mut [T]>,
+    f: F,
+) -> Result<(), KdError>
+where
+    T: Copy + Send + Sync,
+    F: Fn(&mut Scratch<T>, usize, &mut [f64], Option<&mut [T]>) + Sync,
+{
+    let block = block.max(1);
     let rows = partials.len();
     let work = rows.saturating_mul(width.max(1));
     let threads = num_threads()?;
-    if threads <= 1 || rows < 2 || work < PARALLEL_MIN_ELEMENTS {
-        let mut scratch = Scratch::new();
-        match out {
-            Some(out) if width > 0 => {
-                for (i, (p, o)) in partials.iter_mut().zip(out.chunks_mut(width)).enumerate() {
-                    f(&mut scratch, i, p, Some(o));
+    let per_task = if threads <= 1 || rows <= block || work < PARALLEL_MIN_ELEMENTS {
+        rows.max(1)
+    } else {
+        let by_balance = rows.div_ceil(threads * TASKS_PER_THREAD);
+        let by_size = TASK_MIN_ELEMENTS.div_ceil(width.max(1));
+        by_balance.max(by_size).div_ceil(block) * block
+    };
+    // One task's rows, block by block.
+    let task =
+        |scratch: &mut Scratch<T>, first: usize, ps: &mut [f64], os: Option<&mut [T]>| match os {
+            Some(os) if width > 0 => {
+                for (j, (p, o)) in ps
+                    .chunks_mut(block)
+                    .zip(os.chunks_mut(block * width))
+                    .enumerate()
+                {
+                    f(scratch, first + j * block, p, Some(o));
                 }
             }
             _ => {
-                for (i, p) in partials.iter_mut().enumerate() {
-                    f(&mut scratch, i, p, None);
+                for (j, p) in ps.chunks_mut(block).enumerate() {
+                    f(scratch, first + j * block, p, None);
                 }
             }
-        }
+        };
+    if per_task >= rows {
+        task(&mut Scratch::new(), 0, partials, out);
         return Ok(());
     }
-    let by_balance = rows.div_ceil(threads * TASKS_PER_THREAD);
-    let by_size = TASK_MIN_ELEMENTS.div_ceil(width.max(1));
-    let per_task = by_balance.max(by_size).max(1);
     let pool = pool()?;
     pool.install(|| match out {
         Some(out) if width > 0 => partials
             .par_chunks_mut(per_task)
             .zip(out.par_chunks_mut(per_task * width))
             .enumerate()
-            .for_each_init(Scratch::new, |scratch, (task, (ps, os))| {
-                let first = task * per_task;
-                for (j, (p, o)) in ps.iter_mut().zip(os.chunks_mut(width)).enumerate() {
-                    f(scratch, first + j, p, Some(o));
-                }
+            .for_each_init(Scratch::new, |scratch, (n, (ps, os))| {
+                task(scratch, n * per_task, ps, Some(os));
             }),
         _ => partials.par_chunks_mut(per_task).enumerate().for_each_init(
             Scratch::new,
-            |scratch, (task, ps)| {
-                let first = task * per_task;
-                for (j, p) in ps.iter_mut().enumerate() {
-                    f(scratch, first + j, p, None);
-                }
+            |scratch, (n, ps)| {
+                task(scratch, n * per_task, ps, None);
             },
         ),
     });

@@ -49,7 +49,7 @@ impl<T: Float> RowStats<T> {
 }
 
 #[inline(always)]
-fn powi<T: Float, const POW: u32>(e: T) -> T {
+pub(crate) fn powi<T: Float, const POW: u32>(e: T) -> T {
     match POW {
         1 => e,
         2 => e * e,
@@ -77,8 +77,8 @@ struct ChunkExps<T> {
 fn chunk_exps<T: Float, L: Level, const KL: bool, const CE: bool, const POW: u32>(
     cs: &Chunk<T>,
     ct: &Chunk<T>,
-    max_s: T,
-    max_t: T,
+    max_s: &Chunk<T>,
+    max_t: &Chunk<T>,
     inv_t: T,
 ) -> ChunkExps<T> {
     let mut zs = [T::ZERO; LANES];
@@ -88,16 +88,16 @@ fn chunk_exps<T: Float, L: Level, const KL: bool, const CE: bool, const POW: u32
     let mut e1 = [T::ZERO; LANES];
     for k in 0..LANES {
         if KL {
-            zs[k] = (cs[k] - max_s) * inv_t;
+            zs[k] = (cs[k] - max_s[k]) * inv_t;
             es[k] = zs[k].fast_exp::<L>();
-            zt[k] = (ct[k] - max_t) * inv_t;
+            zt[k] = (ct[k] - max_t[k]) * inv_t;
             et[k] = zt[k].fast_exp::<L>();
         }
         if CE {
             e1[k] = if KL && POW != 0 {
                 powi::<T, POW>(es[k])
             } else {
-                (cs[k] - max_s).fast_exp::<L>()
+                (cs[k] - max_s[k]).fast_exp::<L>()
             };
         }
     }
@@ -105,14 +105,15 @@ fn chunk_exps<T: Float, L: Level, const KL: bool, const CE: bool, const POW: u32
 }
 
 /// One chunk of the statistics pass: the summands `[e^zs, e^zt, e^zt (zt - zs), e^z1]` and
-/// the exps worth keeping, `[e^zs, e^zt, e^z1]`.
+/// the exps worth keeping, `[e^zs, e^zt, e^z1]`. The maxima are per lane: the same value in
+/// every lane for a row, one row's maximum per lane for `small.rs`'s blocks of rows.
 #[inline(always)]
 #[allow(clippy::type_complexity)]
-fn stats_step<T: Float, L: Level, const KL: bool, const CE: bool, const POW: u32>(
+pub(crate) fn stats_step<T: Float, L: Level, const KL: bool, const CE: bool, const POW: u32>(
     cs: &Chunk<T>,
     ct: &Chunk<T>,
-    max_s: T,
-    max_t: T,
+    max_s: &Chunk<T>,
+    max_t: &Chunk<T>,
     inv_t: T,
 ) -> ([Chunk<T>; 4], [Chunk<T>; 3]) {
     let ChunkExps { zs, es, zt, et, e1 } =
@@ -144,6 +145,7 @@ pub fn row_stats<T: Float, L: Level, const KL: bool, const CE: bool, const POW: 
     // Without KL the teacher is never read: `t` may alias `s`.
     let (max_s, max_t) = if KL { max2(s, t) } else { max2(s, s) };
     let inv_t = T::from_f64_saturating(p.inv_t);
+    let (lane_s, lane_t) = ([max_s; LANES], [max_t; LANES]);
     let [sum_s, sum_t, cross, sum_1] = match keep {
         None => fold2_keep(
             s,
@@ -154,7 +156,7 @@ pub fn row_stats<T: Float, L: Level, const KL: bool, const CE: bool, const POW: 
             #[inline(always)]
             |cs, ct| {
                 (
-                    stats_step::<T, L, KL, CE, POW>(cs, ct, max_s, max_t, inv_t).0,
+                    stats_step::<T, L, KL, CE, POW>(cs, ct, &lane_s, &lane_t, inv_t).0,
                     [],
                 )
             },
@@ -171,7 +173,7 @@ pub fn row_stats<T: Float, L: Level, const KL: bool, const CE: bool, const POW: 
                 mask,
                 next,
                 #[inline(always)]
-                |cs, ct| stats_step::<T, L, KL, CE, POW>(cs, ct, max_s, max_t, inv_t),
+                |cs, ct| stats_step::<T, L, KL, CE, POW>(cs, ct, &lane_s, &lane_t, inv_t),
             )
         }
     };
@@ -187,7 +189,7 @@ pub fn row_stats<T: Float, L: Level, const KL: bool, const CE: bool, const POW: 
 
 /// Whether `e^z1` must be kept, rather than rebuilt from `e^zs` as a power.
 #[inline(always)]
-const fn keeps_e1<const KL: bool, const CE: bool, const POW: u32>() -> bool {
+pub(crate) const fn keeps_e1<const KL: bool, const CE: bool, const POW: u32>() -> bool {
     CE && !(KL && POW != 0)
 }
 

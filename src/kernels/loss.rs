@@ -5,12 +5,14 @@ use ndarray::{ArrayView1, ArrayView2};
 
 use super::distill::{row_grad, row_stats, GradWeights, RowParams};
 use super::float::{Float, Level};
+use super::row::{Chunk, LANES};
 use super::simd::{dispatch, Kernel};
+use super::small::{SmallBlock, SMALL_CLASSES};
 use super::{
     check_alpha, check_labels, check_logits, check_same_shape, check_temperature, Reduction,
 };
 use crate::error::KdError;
-use crate::parallel::{for_each_row, row_of};
+use crate::parallel::{for_each_block, for_each_row, row_of};
 
 /// Gradients at least this large are written with non-temporal stores: they cannot stay in a
 /// core's cache anyway, and plain stores would first read every line they overwrite.
@@ -165,6 +167,130 @@ fn fused_row<T: Float>(
     }
 }
 
+/// Runs the blocked kernel for rows of at most `SMALL_CLASSES` classes, terms switched on at
+/// compile time as in `fused_row`.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn small_block<T: Float>(
+    kl: bool,
+    ce: bool,
+    pow: u32,
+    s: &[Chunk<T>],
+    t: &[Chunk<T>],
+    s_y: Chunk<T>,
+    ctx: RowCtx,
+    keep: &mut [Chunk<T>],
+    grad: Option<&mut [Chunk<T>]>,
+) -> [f64; LANES] {
+    macro_rules! go {
+        ($kl:literal, $ce:literal, $pow:literal) => {
+            dispatch(SmallBlock::<T, $kl, $ce, $pow> {
+                s,
+                t,
+                s_y,
+                inv_t: ctx.params.inv_t,
+                kl_weight: ctx.kl_weight,
+                ce_weight: ctx.ce_weight,
+                grad_weights: ctx.grad,
+                keep,
+                grad,
+            })
+        };
+    }
+    match (kl, ce, pow) {
+        (true, true, 1) => go!(true, true, 1),
+        (true, true, 2) => go!(true, true, 2),
+        (true, true, 3) => go!(true, true, 3),
+        (true, true, 4) => go!(true, true, 4),
+        (true, true, _) => go!(true, true, 0),
+        (true, false, _) => go!(true, false, 0),
+        (false, true, _) => go!(false, true, 0),
+        (false, false, _) => [0.0; LANES],
+    }
+}
+
+/// Rows of few classes, `LANES` at a time: transposed into columns, run by `small_block`,
+/// and transposed back.
+#[allow(clippy::too_many_arguments)]
+fn run_small<T: Float>(
+    kl: bool,
+    ce: bool,
+    pow: u32,
+    ctx: RowCtx,
+    ignore_index: i64,
+    s: ArrayView2<T>,
+    t: ArrayView2<T>,
+    labels: Option<ArrayView1<i64>>,
+    partials: &mut [f64],
+    grad: Option<&mut [T]>,
+) -> Result<(), KdError> {
+    let c = s.ncols();
+    for_each_block(LANES, c, partials, grad, |scratch, r0, ps, mut g| {
+        let n = ps.len();
+        let cols = &mut scratch.cols;
+        if cols.len() < 6 * c {
+            cols.resize(6 * c, [T::ZERO; LANES]);
+        }
+        let (s_cols, rest) = cols.split_at_mut(c);
+        let (t_cols, rest) = rest.split_at_mut(c);
+        let (keep, rest) = rest.split_at_mut(3 * c);
+        let g_cols = &mut rest[..c];
+        let mut label = [None; LANES];
+        let mut s_y = [T::ZERO; LANES];
+        for k in 0..LANES {
+            if k >= n {
+                for j in 0..c {
+                    s_cols[j][k] = T::ZERO;
+                    t_cols[j][k] = T::ZERO;
+                }
+                continue;
+            }
+            for (col, &v) in s_cols.iter_mut().zip(s.row(r0 + k).iter()) {
+                col[k] = v;
+            }
+            if kl {
+                for (col, &v) in t_cols.iter_mut().zip(t.row(r0 + k).iter()) {
+                    col[k] = v;
+                }
+            }
+            // Checked by `check_labels`: 0 <= y < c unless ignored.
+            label[k] = labels.as_ref().map(|l| l[r0 + k]);
+            if let Some(y) = label[k].filter(|&y| y != ignore_index) {
+                s_y[k] = s_cols[y as usize][k];
+            }
+        }
+        let losses = small_block(
+            kl,
+            ce,
+            pow,
+            s_cols,
+            t_cols,
+            s_y,
+            ctx,
+            keep,
+            g.is_some().then_some(&mut *g_cols),
+        );
+        for k in 0..n {
+            let ignored = label[k] == Some(ignore_index);
+            ps[k] = if ignored { 0.0 } else { losses[k] };
+            if let Some(g) = g.as_deref_mut() {
+                let row = &mut g[k * c..(k + 1) * c];
+                if ignored {
+                    row.fill(T::ZERO);
+                    continue;
+                }
+                for (v, col) in row.iter_mut().zip(g_cols.iter()) {
+                    *v = col[k];
+                }
+                if let (true, Some(y)) = (ce, label[k]) {
+                    let y = y as usize;
+                    row[y] = row[y] - T::from_f64(ctx.grad.ce_weight);
+                }
+            }
+        }
+    })
+}
+
 fn run<T: Float>(
     job: Job,
     s: ArrayView2<T>,
@@ -222,6 +348,21 @@ fn run<T: Float>(
     };
     let ignore_index = job.ignore_index;
     let mut partials = vec![0.0f64; rows];
+    if c <= SMALL_CLASSES {
+        run_small(
+            kl,
+            ce,
+            pow,
+            ctx,
+            ignore_index,
+            s,
+            t,
+            labels,
+            &mut partials,
+            grad,
+        )?;
+        return Ok(reduce(job.reduction, partials, counted));
+    }
     for_each_row(c, &mut partials, grad, |scratch, i, p, g| {
         let label = labels.as_ref().map(|l| l[i]);
         if label == Some(ignore_index) {
@@ -259,13 +400,18 @@ fn run<T: Float>(
             next,
         );
     })?;
-    Ok(match job.reduction {
+    Ok(reduce(job.reduction, partials, counted))
+}
+
+/// Combines per-row losses: in row order, whatever the thread count, so the result is bitwise
+/// reproducible.
+fn reduce<T: Float>(reduction: Reduction, partials: Vec<f64>, counted: usize) -> Loss<T> {
+    match reduction {
         Reduction::None => Loss::Rows(partials.iter().map(|&v| T::from_f64(v)).collect()),
-        // In row order, whatever the thread count: the result is bitwise reproducible.
         Reduction::Sum => Loss::Scalar(partials.iter().sum()),
         Reduction::Mean if counted == 0 => Loss::Scalar(0.0),
         Reduction::Mean => Loss::Scalar(partials.iter().sum::<f64>() / counted as f64),
-    })
+    }
 }
 
 /// The distillation loss of `student` against `teacher` (and `labels`, needed unless

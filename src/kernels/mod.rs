@@ -10,6 +10,7 @@ pub mod loss;
 pub mod probe;
 pub mod row;
 pub mod simd;
+pub mod small;
 pub mod softmax;
 
 use ndarray::{ArrayView1, ArrayView2};
