@@ -14,6 +14,11 @@ Repetitions of the implementations are interleaved so that a slow phase of a sha
 hits all of them alike; the tables report medians and how many times faster kdloss is than each
 peer, measured in the same run. Before any timing, kdloss's loss and gradient are checked
 against the reference.
+
+A roofline column puts kdloss next to a lower bound for each call, from two figures the run
+measures itself: streaming read bandwidth at the thread count in use and the single-thread cost
+of the kernels' exp (:class:`Limits`). ``benches/suite.py`` builds on the pieces here (inputs,
+peers, interleaved timing, probes, tables) for the full benchmark suite.
 """
 
 from __future__ import annotations
@@ -37,9 +42,32 @@ import numpy as np
 from numpy.typing import NDArray
 
 import kdloss
-from kdloss import _numpy_f32, _purepython, reference
+from kdloss import _core, _numpy_f32, _purepython, reference
 
-__all__ = ["add_arguments", "run"]
+__all__ = [
+    "BenchError",
+    "Case",
+    "Limits",
+    "Progress",
+    "Settings",
+    "Task",
+    "add_arguments",
+    "bind_kdloss",
+    "bind_numpy_f32",
+    "bind_python",
+    "bind_reference",
+    "check_kdloss",
+    "import_torch",
+    "machine_info",
+    "make_case",
+    "probe_limits",
+    "render_table",
+    "run",
+    "run_interleaved",
+    "torch_binder",
+    "torch_objective",
+    "warm_up",
+]
 
 TEMPERATURE = 2.0
 ALPHA = 0.5
@@ -52,8 +80,17 @@ MODE_TITLES = {
 }
 LOSS_RTOL = 1e-5
 GRAD_TOL = 1e-5
+# Least memory traffic of one call, bytes per element of float32 logits: the loss reads the
+# student and the teacher; with the gradient it also writes one array of the student's size.
+LOSS_BYTES = {"forward_backward": 12, "forward": 8}
+# Least exps per element at T = 2, with or without the gradient: exp(s/T) and exp(t/T); the
+# cross-entropy's exp(s) is exp(s/T) squared (the integer-temperature shortcut).
+LOSS_EXPS = {"forward_backward": 2, "forward": 2}
+BANDWIDTH_MEGABYTES = 256
 
 Call = Callable[[], float]
+# A timed callable whose result is only checked, never used in the timing.
+Timed = Callable[[], Any]
 
 
 class BenchError(Exception):
@@ -137,7 +174,7 @@ def make_case(rows: int, classes: int, seed: int = SEED) -> Case:
     return Case(rows, classes, student, teacher, labels)
 
 
-def _bind_kdloss(case: Case) -> dict[str, Call]:
+def bind_kdloss(case: Case) -> dict[str, Call]:
     loss = kdloss.DistillationLoss(TEMPERATURE, ALPHA)
     s, t, y = case.student, case.teacher, case.labels
     return {
@@ -146,7 +183,7 @@ def _bind_kdloss(case: Case) -> dict[str, Call]:
     }
 
 
-def _bind_reference(case: Case) -> dict[str, Call]:
+def bind_reference(case: Case) -> dict[str, Call]:
     s, t, y = case.student, case.teacher, case.labels
     return {
         "forward_backward": lambda: float(
@@ -158,7 +195,7 @@ def _bind_reference(case: Case) -> dict[str, Call]:
     }
 
 
-def _bind_numpy_f32(case: Case) -> dict[str, Call]:
+def bind_numpy_f32(case: Case) -> dict[str, Call]:
     s, t, y = case.student, case.teacher, case.labels
     return {
         "forward_backward": lambda: _numpy_f32.distillation_loss_and_grad(
@@ -168,7 +205,7 @@ def _bind_numpy_f32(case: Case) -> dict[str, Call]:
     }
 
 
-def _bind_python(case: Case) -> dict[str, Call]:
+def bind_python(case: Case) -> dict[str, Call]:
     # Pure Python works on lists; converting the arrays is not part of what is timed.
     s: list[list[float]] = case.student.tolist()
     t: list[list[float]] = case.teacher.tolist()
@@ -181,9 +218,10 @@ def _bind_python(case: Case) -> dict[str, Call]:
     }
 
 
-def _torch_binder(torch: Any, threads: int) -> Callable[[Case], dict[str, Call]]:
+def torch_objective(torch: Any) -> Callable[[Any, Any, Any], Any]:
+    """The loss as PyTorch users write it: ``F.kl_div`` of two ``log_softmax`` at T, times
+    T² and alpha, plus ``(1 - alpha) * F.cross_entropy``."""
     functional = importlib.import_module("torch.nn.functional")
-    torch.set_num_threads(threads)
 
     def objective(s: Any, t: Any, y: Any) -> Any:
         kl = functional.kl_div(
@@ -193,6 +231,16 @@ def _torch_binder(torch: Any, threads: int) -> Callable[[Case], dict[str, Call]]
             log_target=True,
         )
         return kl * TEMPERATURE * TEMPERATURE * ALPHA + (1 - ALPHA) * functional.cross_entropy(s, y)
+
+    return objective
+
+
+def torch_binder(torch: Any, threads: int | None) -> Callable[[Case], dict[str, Call]]:
+    """Bind PyTorch's loss (autograd backward for ``forward_backward``, ``no_grad`` for
+    ``forward``) to a case; with ``threads``, ``torch.set_num_threads(threads)`` first."""
+    objective = torch_objective(torch)
+    if threads is not None:
+        torch.set_num_threads(threads)
 
     def bind(case: Case) -> dict[str, Call]:
         s = torch.from_numpy(case.student).requires_grad_(True)
@@ -214,7 +262,7 @@ def _torch_binder(torch: Any, threads: int) -> Callable[[Case], dict[str, Call]]
     return bind
 
 
-def _import_torch() -> Any | None:
+def import_torch() -> Any | None:
     try:
         return importlib.import_module("torch")
     except Exception:  # an optional peer: a broken install is the same as none
@@ -225,7 +273,7 @@ def _import_torch() -> Any | None:
 # Machine description
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
             for line in f:
@@ -242,7 +290,7 @@ def machine_info(threads: int, torch: Any | None) -> dict[str, Any]:
     info: dict[str, Any] = {
         "platform": platform.platform(),
         "machine": platform.machine(),
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "numpy_version": np.__version__,
@@ -259,6 +307,31 @@ def machine_info(threads: int, torch: Any | None) -> dict[str, Any]:
         except Exception as exc:  # informational only
             info["kdloss_build"] = {"error": repr(exc)}
     return info
+
+
+def describe_machine(machine: dict[str, Any]) -> str:
+    """One line naming the CPU, the platform and the library versions of ``machine_info``."""
+    torch = machine.get("torch_version")
+    return (
+        f"machine: {machine['cpu_model']}, {machine['cpu_count']} CPUs, {machine['platform']}; "
+        f"Python {machine['python']}, NumPy {machine['numpy_version']}, PyTorch "
+        + (
+            f"{torch} ({plural(int(machine['threads']), 'thread')})"
+            if torch is not None
+            else "not installed (pip install torch adds its column)"
+        )
+    )
+
+
+def bound_formula(threads: int) -> str:
+    """How the ``bound`` column is computed, in words."""
+    return (
+        f"bound = max(bytes/element x elements / stream bandwidth, exps/element x elements x "
+        f"exp cost / {plural(threads, 'thread')}); forward + backward: "
+        f"{LOSS_BYTES['forward_backward']} B and {LOSS_EXPS['forward_backward']} exps per "
+        f"element, forward: {LOSS_BYTES['forward']} B and {LOSS_EXPS['forward']} exps; "
+        f"x bound = kdloss median / bound."
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -306,11 +379,11 @@ class Progress:
 # Checks
 
 
-def _plural(n: int, word: str) -> str:
+def plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def _rel(a: float, b: float) -> float:
+def rel_error(a: float, b: float) -> float:
     if a == b:
         return 0.0
     return abs(a - b) / max(abs(b), 1e-300)
@@ -341,7 +414,7 @@ def check_kdloss(cases: Sequence[Case], progress: Progress) -> tuple[float, floa
                 f"kdloss gradient has shape {got_g.shape} at {case.name}, expected {ref_g.shape}"
             )
         scale = float(np.max(np.abs(ref_g))) or 1.0
-        errors = (_rel(float(loss), ref), _rel(float(fwd), ref))
+        errors = (rel_error(float(loss), ref), rel_error(float(fwd), ref))
         grad_err = float(np.max(np.abs(got_g - ref_g))) / scale
         if not all(e <= LOSS_RTOL for e in errors) or not grad_err <= GRAD_TOL:
             raise BenchError(
@@ -362,7 +435,7 @@ def calibrate_python(progress: Progress) -> float:
     """
     progress.update("calibrating pure Python")
     case = make_case(16, 1000)
-    bound = _bind_python(case)
+    bound = bind_python(case)
     # The fastest of three calls: a busy machine should not make the prediction skip shapes.
     runs = [_time_once(bound["forward_backward"]) for _ in range(3)]
     per_element = min(elapsed for elapsed, _ in runs) / case.elements
@@ -372,7 +445,7 @@ def calibrate_python(progress: Progress) -> float:
             case.student, case.teacher, case.labels, temperature=TEMPERATURE, alpha=ALPHA
         )
     )
-    if _rel(loss, ref) > 1e-9:
+    if rel_error(loss, ref) > 1e-9:
         progress.clear()
         print(
             f"warning: pure Python loss {loss!r} differs from the reference {ref!r}",
@@ -385,14 +458,45 @@ def calibrate_python(progress: Progress) -> float:
 # Timing
 
 
-def _time_once(fn: Call) -> tuple[float, float]:
+@dataclass
+class Task:
+    """One thing to time, and the times it got.
+
+    ``fn`` is what is timed; ``setup``, when given, runs untimed before every timed call (to
+    switch thread counts, say). With ``inner`` > 1 one sample is ``inner`` back-to-back calls
+    and its time is per call: for calls of a few microseconds, where the clock's own cost and
+    resolution would otherwise show.
+    """
+
+    name: str
+    fn: Timed
+    setup: Callable[[], None] | None = None
+    inner: int = 1
+    times_s: list[float] = field(default_factory=list)
+
+    @property
+    def median_s(self) -> float | None:
+        return statistics.median(self.times_s) if self.times_s else None
+
+
+def time_task(task: Task) -> tuple[float, Any]:
+    """One sample of ``task``: seconds per call, and the value of the last call."""
+    if task.setup is not None:
+        task.setup()
+    fn = task.fn
     start = time.perf_counter()
+    for _ in range(task.inner - 1):
+        fn()
     value = fn()
-    return time.perf_counter() - start, value
+    return (time.perf_counter() - start) / task.inner, value
 
 
-def _warm_up(fn: Call, budget_s: float) -> tuple[float, float]:
-    """Call ``fn`` until its time settles; return the last time (an estimate) and value.
+def _time_once(fn: Timed) -> tuple[float, Any]:
+    return time_task(Task("", fn))
+
+
+def warm_up(task: Task, budget_s: float) -> tuple[float, Any]:
+    """Call ``task`` until its time settles; return the last time (an estimate) and value.
 
     First calls pay for lazy initialisation and cold caches (PyTorch's first call in a process
     takes about ten times its usual time), so one call is not enough. Stop when a call is within
@@ -400,11 +504,70 @@ def _warm_up(fn: Call, budget_s: float) -> tuple[float, float]:
     """
     times: list[float] = []
     while True:
-        elapsed, value = _time_once(fn)
+        elapsed, value = time_task(task)
         times.append(elapsed)
         settled = len(times) >= 2 and elapsed <= 1.25 * min(times[:-1])
-        if settled or sum(times) >= budget_s or len(times) >= 20:
+        if settled or sum(times) * task.inner >= budget_s or len(times) >= 20:
             return elapsed, value
+
+
+def run_interleaved(
+    tasks: Sequence[Task],
+    estimates: Sequence[float],
+    settings: Settings,
+    progress: Progress,
+    label: str,
+) -> None:
+    """Time warmed-up ``tasks`` in interleaved rounds, appending to each task's ``times_s``.
+
+    Each task gets enough repetitions to fill ``settings.budget_s`` at its estimated time per
+    sample (between ``min_reps`` and ``max_reps``), or exactly ``settings.repeat``. Each round
+    starts at a different task, and a task's repetitions are spread evenly over the rounds, so
+    a slow phase of a shared machine hits every task alike. The garbage collector is off while
+    timing.
+    """
+    if settings.repeat is not None:
+        reps = [settings.repeat] * len(tasks)
+    else:
+        reps = [
+            max(
+                settings.min_reps,
+                min(settings.max_reps, int(settings.budget_s / max(e * t.inner, 1e-9))),
+            )
+            for t, e in zip(tasks, estimates)
+        ]
+    rounds = max(reps, default=0)
+    gc.collect()
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    start = time.monotonic()
+    try:
+        for r in range(rounds):
+            shift = r % max(len(tasks), 1)
+            for i in [*range(shift, len(tasks)), *range(shift)]:
+                task = tasks[i]
+                k = reps[i]
+                # Spread each task's k repetitions evenly over the rounds.
+                if (r + 1) * k // rounds == r * k // rounds:
+                    continue
+                # A call that got much slower than its warm-up (a busy machine) must not
+                # stretch the run: past three budgets, the repetitions so far are enough.
+                spent = sum(task.times_s) * task.inner
+                if (
+                    settings.repeat is None
+                    and len(task.times_s) >= settings.min_reps
+                    and spent > 3 * settings.budget_s
+                ):
+                    continue
+                progress.update(
+                    f"{label}: round {r + 1}/{rounds}, {task.name} "
+                    f"({time.monotonic() - start:.1f} s)"
+                )
+                elapsed, _ = time_task(task)
+                task.times_s.append(elapsed)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
 
 
 def measure_shape(
@@ -417,7 +580,8 @@ def measure_shape(
 ) -> ShapeResult:
     """Warm up every (implementation, mode), then time them in interleaved rounds."""
     timings: dict[str, dict[str, Timing]] = {impl.key: {} for impl in impls}
-    tasks: list[tuple[Impl, str, Call]] = []
+    tasks: list[Task] = []
+    owners: list[tuple[str, str]] = []
     estimates: list[float] = []
     ref_loss = float(
         reference.distillation_loss(
@@ -437,59 +601,110 @@ def measure_shape(
         calls = impl.bind(case)
         for mode in MODES:
             progress.update(f"{label}: warming up {impl.title} {mode}")
-            elapsed, value = _warm_up(calls[mode], settings.warmup_s)
+            task = Task(f"{impl.title} {mode}", calls[mode])
+            elapsed, value = warm_up(task, settings.warmup_s)
             if impl.key != "kdloss":
-                _warn_if_off(impl, mode, case, value, ref_loss, progress)
-            timings[impl.key][mode] = Timing()
-            tasks.append((impl, mode, calls[mode]))
+                _warn_if_off(impl, mode, case, float(value), ref_loss, progress)
+            tasks.append(task)
+            owners.append((impl.key, mode))
             estimates.append(elapsed)
-
-    if settings.repeat is not None:
-        reps = [settings.repeat] * len(tasks)
-    else:
-        reps = [
-            max(settings.min_reps, min(settings.max_reps, int(settings.budget_s / max(e, 1e-9))))
-            for e in estimates
-        ]
-    rounds = max(reps, default=0)
-    gc.collect()
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    start = time.monotonic()
-    try:
-        for r in range(rounds):
-            shift = r % max(len(tasks), 1)
-            for i in [*range(shift, len(tasks)), *range(shift)]:
-                impl, mode, fn = tasks[i]
-                k = reps[i]
-                # Spread each task's k repetitions evenly over the rounds.
-                if (r + 1) * k // rounds == r * k // rounds:
-                    continue
-                times = timings[impl.key][mode].times_s
-                # A call that got much slower than its warm-up (a busy machine) must not
-                # stretch the run: past three budgets, the repetitions so far are enough.
-                if (
-                    settings.repeat is None
-                    and len(times) >= settings.min_reps
-                    and sum(times) > 3 * settings.budget_s
-                ):
-                    continue
-                progress.update(
-                    f"{label}: round {r + 1}/{rounds}, {impl.title} {mode} "
-                    f"({time.monotonic() - start:.1f} s)"
-                )
-                elapsed, _ = _time_once(fn)
-                times.append(elapsed)
-    finally:
-        if gc_was_enabled:
-            gc.enable()
+    run_interleaved(tasks, estimates, settings, progress, label)
+    for (key, mode), task in zip(owners, tasks):
+        timings[key][mode] = Timing(task.times_s)
     return ShapeResult(case, timings)
+
+
+# --------------------------------------------------------------------------------------------
+# Lower bound
+
+
+@dataclass
+class Limits:
+    """What the machine can do, measured in the run: streaming read bandwidth (GB/s) by thread
+    count and the single-thread cost of kdloss's exp (ns per element), every probe kept.
+
+    A call over ``elements`` logits that must move ``bytes_per_element`` bytes each and compute
+    ``exps_per_element`` exps each cannot take less than the larger of the two times
+    (:meth:`bound_s`). The best probe results are used (highest bandwidth, cheapest exp): a
+    busy phase of the machine must not lower the bar.
+    """
+
+    bandwidth_gbs: dict[int, list[float]] = field(default_factory=dict)
+    exp_ns: list[float] = field(default_factory=list)
+    simd: str = ""
+
+    def bandwidth(self, threads: int) -> float:
+        """The best streaming read bandwidth measured with ``threads`` threads, in GB/s."""
+        return max(self.bandwidth_gbs[threads])
+
+    def exp_cost(self) -> float:
+        """The lowest single-thread exp cost measured, ns per element."""
+        return min(self.exp_ns)
+
+    def memory_s(self, elements: int, bytes_per_element: int, threads: int) -> float:
+        return bytes_per_element * elements / (self.bandwidth(threads) * 1e9)
+
+    def compute_s(self, elements: int, exps_per_element: int, threads: int) -> float:
+        return exps_per_element * elements * self.exp_cost() * 1e-9 / threads
+
+    def bound_s(
+        self, elements: int, bytes_per_element: int, exps_per_element: int, threads: int
+    ) -> float:
+        """``max(bytes * elements / bandwidth(threads), exps * elements * exp_cost / threads)``."""
+        return max(
+            self.memory_s(elements, bytes_per_element, threads),
+            self.compute_s(elements, exps_per_element, threads),
+        )
+
+    def describe(self, threads: int) -> str:
+        """One line: the two figures at ``threads`` threads."""
+        return (
+            f"stream read {self.bandwidth(threads):.1f} GB/s on {plural(threads, 'thread')} "
+            f"(probe_bandwidth, {BANDWIDTH_MEGABYTES} MB), exp {self.exp_cost():.3f} ns/element "
+            f"on one thread ({self.simd or 'active SIMD level'}, probe_exp)"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "bandwidth_gbs": {str(n): v for n, v in sorted(self.bandwidth_gbs.items())},
+            "best_bandwidth_gbs": {str(n): max(v) for n, v in sorted(self.bandwidth_gbs.items())},
+            "exp_ns": self.exp_ns,
+            "best_exp_ns": self.exp_cost() if self.exp_ns else None,
+            "bandwidth_megabytes": BANDWIDTH_MEGABYTES,
+            "simd": self.simd,
+        }
+
+
+def probe_limits(
+    threads: Sequence[int],
+    progress: Progress,
+    rounds: int = 3,
+    limits: Limits | None = None,
+) -> Limits:
+    """Probe bandwidth at each thread count and the exp cost, ``rounds`` times interleaved,
+    adding to ``limits`` when given (probing again after the timing catches a calm phase that
+    the first probes missed)."""
+    found = Limits() if limits is None else limits
+    build = kdloss.build_info()
+    found.simd = str(build.get("simd", ""))
+    for r in range(rounds):
+        for n in threads:
+            progress.update(f"probing stream bandwidth on {plural(n, 'thread')} ({r + 1}/{rounds})")
+            gbs = float(_core.probe_bandwidth(megabytes=BANDWIDTH_MEGABYTES, threads=n))
+            found.bandwidth_gbs.setdefault(n, []).append(gbs)
+        progress.update(f"probing exp cost ({r + 1}/{rounds})")
+        found.exp_ns.append(float(_core.probe_exp()))
+    return found
+
+
+# --------------------------------------------------------------------------------------------
+# Checks of the peers
 
 
 def _warn_if_off(
     impl: Impl, mode: str, case: Case, loss: float, ref: float, progress: Progress
 ) -> None:
-    err = _rel(loss, ref)
+    err = rel_error(loss, ref)
     if not err <= impl.loss_rtol:
         progress.clear()
         print(
@@ -503,7 +718,7 @@ def _warn_if_off(
 # Report
 
 
-def _fmt_ms(seconds: float) -> str:
+def fmt_ms(seconds: float) -> str:
     ms = seconds * 1e3
     if ms >= 100:
         return f"{ms:.0f}"
@@ -514,7 +729,7 @@ def _fmt_ms(seconds: float) -> str:
     return f"{ms:#.3g}"
 
 
-def _fmt_ns(ns: float) -> str:
+def fmt_ns(ns: float) -> str:
     if ns >= 100:
         return f"{ns:.0f}"
     if ns >= 10:
@@ -522,7 +737,7 @@ def _fmt_ns(ns: float) -> str:
     return f"{ns:.2f}"
 
 
-def _fmt_ratio(ratio: float) -> str:
+def fmt_ratio(ratio: float) -> str:
     if ratio >= 100:
         return f"{ratio:.0f}x"
     if ratio >= 10:
@@ -530,35 +745,79 @@ def _fmt_ratio(ratio: float) -> str:
     return f"{ratio:.2f}x"
 
 
-def format_table(results: Sequence[ShapeResult], impls: Sequence[Impl], mode: str) -> str:
-    """An aligned text table of medians (ms) and kdloss's speed-up over each peer."""
+def fmt_bound(ratio: float) -> str:
+    """kdloss's time as a multiple of the lower bound."""
+    return f"{ratio:.1f}x" if ratio >= 10 else f"{ratio:.2f}x"
+
+
+def render_table(
+    header: Sequence[str], rows: Sequence[Sequence[str]], *, markdown: bool = False
+) -> str:
+    """Rows of cells as aligned text (first column left-aligned, the rest right-aligned, a rule
+    under the header) or, with ``markdown``, as a Markdown table."""
+    if markdown:
+        lines = [
+            "| " + " | ".join(header) + " |",
+            "|" + "|".join([":---", *["---:"] * (len(header) - 1)]) + "|",
+        ]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        return "\n".join(lines)
+    table = [list(header), *[list(r) for r in rows]]
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    lines = []
+    for n, r in enumerate(table):
+        cells = [r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:])]
+        lines.append("  ".join(cells).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def peer_cell(theirs: float | None, ours: float | None) -> str:
+    """A peer's median (ms) and, in parentheses, how many times faster kdloss is."""
+    if theirs is None:
+        return "—"
+    if ours is None or ours <= 0:
+        return fmt_ms(theirs)
+    return f"{fmt_ms(theirs)} ({fmt_ratio(theirs / ours)})"
+
+
+def loss_bound_s(limits: Limits, elements: int, mode: str, threads: int) -> float:
+    """The lower bound of one loss call (``mode``) over ``elements`` logits on ``threads``."""
+    return limits.bound_s(elements, LOSS_BYTES[mode], LOSS_EXPS[mode], threads)
+
+
+def format_table(
+    results: Sequence[ShapeResult],
+    impls: Sequence[Impl],
+    mode: str,
+    limits: Limits | None = None,
+    threads: int = 1,
+    *,
+    markdown: bool = False,
+) -> str:
+    """A table of medians (ms) and kdloss's speed-up over each peer; with ``limits``, the lower
+    bound of each call and kdloss's time as a multiple of it."""
     peers = [impl for impl in impls if impl.key != "kdloss"]
-    header = ["shape", "kdloss", "ns/element", *[impl.title for impl in peers]]
-    rows: list[list[str]] = [header]
+    header = ["shape", "kdloss", "ns/element"]
+    if limits is not None:
+        header += ["bound", "x bound"]
+    header += [impl.title for impl in peers]
+    rows: list[list[str]] = []
     for res in results:
         ours = res.timings["kdloss"][mode].median_s
         row = [res.case.name]
         if ours is None:
             row += ["—", "—"]
         else:
-            row += [_fmt_ms(ours), _fmt_ns(ours * 1e9 / res.case.elements)]
+            row += [fmt_ms(ours), fmt_ns(ours * 1e9 / res.case.elements)]
+        if limits is not None:
+            bound = loss_bound_s(limits, res.case.elements, mode, threads)
+            row += [fmt_ms(bound), "—" if ours is None else fmt_bound(ours / bound)]
         for impl in peers:
-            theirs = res.timings[impl.key][mode].median_s
-            if theirs is None:
-                row.append("—")
-            elif ours is None or ours <= 0:
-                row.append(_fmt_ms(theirs))
-            else:
-                row.append(f"{_fmt_ms(theirs)} ({_fmt_ratio(theirs / ours)})")
+            row.append(peer_cell(res.timings[impl.key][mode].median_s, ours))
         rows.append(row)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = []
-    for n, r in enumerate(rows):
-        cells = [r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:])]
-        lines.append("  ".join(cells).rstrip())
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return render_table(header, rows, markdown=markdown)
 
 
 def to_json(
@@ -567,8 +826,11 @@ def to_json(
     machine: dict[str, Any],
     config: dict[str, Any],
     check: dict[str, Any],
+    limits: Limits | None = None,
 ) -> dict[str, Any]:
-    """Everything measured: raw times, medians and speed-ups per shape, mode and implementation."""
+    """Everything measured: raw times, medians and speed-ups per shape, mode and implementation,
+    and the lower bounds with the probes they come from."""
+    threads = int(config.get("threads", 1))
     shapes = []
     for res in results:
         per_impl: dict[str, Any] = {}
@@ -586,17 +848,31 @@ def to_json(
                     "skipped": timing.skipped,
                 }
             per_impl[impl.key] = {"title": impl.title, **per_mode}
-        shapes.append(
-            {
-                "shape": [res.case.rows, res.case.classes],
-                "elements": res.case.elements,
-                "implementations": per_impl,
-            }
-        )
-    return {"machine": machine, "config": config, "check": check, "results": shapes}
+        entry: dict[str, Any] = {
+            "shape": [res.case.rows, res.case.classes],
+            "elements": res.case.elements,
+            "implementations": per_impl,
+        }
+        if limits is not None:
+            bounds = {}
+            for mode in MODES:
+                bound = loss_bound_s(limits, res.case.elements, mode, threads)
+                ours = res.timings["kdloss"][mode].median_s
+                bounds[mode] = {
+                    "bound_ms": bound * 1e3,
+                    "bytes_per_element": LOSS_BYTES[mode],
+                    "exps_per_element": LOSS_EXPS[mode],
+                    "kdloss_x_of_bound": None if ours is None else ours / bound,
+                }
+            entry["bound"] = bounds
+        shapes.append(entry)
+    out = {"machine": machine, "config": config, "check": check, "results": shapes}
+    if limits is not None:
+        out["limits"] = limits.to_json()
+    return out
 
 
-def _load_pyplot() -> Any:
+def load_pyplot() -> Any:
     try:
         matplotlib = importlib.import_module("matplotlib")
     except ImportError:
@@ -613,9 +889,11 @@ def write_plot(
     results: Sequence[ShapeResult],
     impls: Sequence[Impl],
     machine: dict[str, Any],
+    limits: Limits | None = None,
 ) -> None:
-    """Save a chart of nanoseconds per element by shape, one line per implementation."""
-    plt = _load_pyplot()
+    """Save a chart of nanoseconds per element by shape, one line per implementation, and the
+    lower bound as a dashed line when ``limits`` are given."""
+    plt = load_pyplot()
     fig, axes = plt.subplots(1, len(MODES), figsize=(12, 5), sharey=True)
     names = [r.case.name for r in results]
     markers = "osD^v<>"
@@ -635,6 +913,20 @@ def write_plot(
                 linewidth=2.5 if impl.key == "kdloss" else 1.5,
                 label=impl.title,
             )
+        if limits is not None:
+            threads = int(machine["threads"])
+            bound_ns = [
+                loss_bound_s(limits, res.case.elements, mode, threads) * 1e9 / res.case.elements
+                for res in results
+            ]
+            ax.plot(
+                range(len(results)),
+                bound_ns,
+                linestyle="--",
+                color="black",
+                linewidth=1.0,
+                label="lower bound",
+            )
         ax.set_yscale("log")
         ax.set_xticks(range(len(names)))
         ax.set_xticklabels(names)
@@ -643,7 +935,7 @@ def write_plot(
         ax.grid(True, which="both", axis="y", alpha=0.3)
     axes[0].set_ylabel("time per element, ns (log scale; lower is faster)")
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(impls), frameon=False)
+    fig.legend(handles, labels, loc="lower center", ncol=len(handles), frameon=False)
     fig.suptitle(
         f"kdloss {machine['kdloss_version']} and peers: float32, T={TEMPERATURE:g}, "
         f"alpha={ALPHA:g}, {machine['threads']} thread(s); {machine['cpu_model']}",
@@ -658,7 +950,7 @@ def write_plot(
 # Command line
 
 
-def _parse_shapes(text: str) -> list[tuple[int, int]]:
+def parse_shapes(text: str) -> list[tuple[int, int]]:
     shapes = []
     for part in text.split(","):
         part = part.strip().lower().replace("\u00d7", "x")
@@ -679,7 +971,7 @@ def _parse_shapes(text: str) -> list[tuple[int, int]]:
     return shapes
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -694,19 +986,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     default = ",".join(f"{b}x{c}" for b, c in DEFAULT_SHAPES)
     parser.add_argument(
         "--threads",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="threads for kdloss (kdloss.set_num_threads) and PyTorch; default: kdloss's",
     )
     parser.add_argument(
         "--shapes",
-        type=_parse_shapes,
+        type=parse_shapes,
         metavar="BxC[,BxC...]",
         help=f"comma-separated shapes (rows x classes); default: {default}",
     )
     parser.add_argument(
         "--repeat",
-        type=_positive_int,
+        type=positive_int,
         metavar="K",
         help="time every implementation exactly K times per shape instead of by time budget",
     )
@@ -754,21 +1046,21 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     plot_path: str | None = args.plot
     json_path: str | None = args.json
     if plot_path is not None:
-        _load_pyplot()  # fail before measuring, not after
+        load_pyplot()  # fail before measuring, not after
     if args.threads is not None:
         kdloss.set_num_threads(int(args.threads))
     threads = int(kdloss.get_num_threads())
-    torch = _import_torch()
+    torch = import_torch()
     machine = machine_info(threads, torch)
 
     impls = [
-        Impl("kdloss", "kdloss", _bind_kdloss, 0.0),
-        Impl("reference", "NumPy f64 reference", _bind_reference, 1e-12),
-        Impl("numpy_f32", "NumPy f32", _bind_numpy_f32, 1e-4),
-        Impl("python", "pure Python", _bind_python, 1e-9),
+        Impl("kdloss", "kdloss", bind_kdloss, 0.0),
+        Impl("reference", "NumPy f64 reference", bind_reference, 1e-12),
+        Impl("numpy_f32", "NumPy f32", bind_numpy_f32, 1e-4),
+        Impl("python", "pure Python", bind_python, 1e-9),
     ]
     if torch is not None:
-        impls.append(Impl("torch", "PyTorch", _torch_binder(torch, threads), 1e-4))
+        impls.append(Impl("torch", "PyTorch", torch_binder(torch, threads), 1e-4))
 
     build = machine.get("kdloss_build", {})
     simd = f", SIMD {build['simd']}" if isinstance(build, dict) and "simd" in build else ""
@@ -777,17 +1069,7 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         f"alpha={ALPHA:g}, {threads} thread(s){simd}",
         file=out,
     )
-    print(
-        f"machine: {machine['cpu_model']}, {machine['cpu_count']} CPUs, {machine['platform']}; "
-        f"Python {machine['python']}, NumPy {machine['numpy_version']}, PyTorch "
-        + (
-            f"{machine['torch_version']} ({threads} thread(s))"
-            if torch is not None
-            else "not installed (pip install torch adds its column)"
-        ),
-        file=out,
-        flush=True,
-    )
+    print(describe_machine(machine), file=out, flush=True)
 
     progress = Progress(sys.stderr)
     started = time.monotonic()
@@ -798,20 +1080,25 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     worst_loss, worst_grad = check_kdloss(cases, progress)
     progress.clear()
     print(
-        f"check: kdloss matches kdloss.reference (float64) on {_plural(len(cases), 'shape')}: loss "
+        f"check: kdloss matches kdloss.reference (float64) on {plural(len(cases), 'shape')}: loss "
         f"within {worst_loss:.1e} relative (limit {LOSS_RTOL:g}), gradient within "
         f"{worst_grad:.1e} of max |grad|",
         file=out,
         flush=True,
     )
     python_rate = calibrate_python(progress)
+    limits = probe_limits([threads], progress, rounds=1 if args.quick else 2)
 
     results = []
     for n, case in enumerate(cases):
         label = f"[{n + 1}/{len(cases)}] {case.name}"
         results.append(measure_shape(case, impls, settings, python_rate, progress, label))
+    if not args.quick:
+        probe_limits([threads], progress, rounds=1, limits=limits)
     progress.clear()
     elapsed = time.monotonic() - started
+    print(f"limits: {limits.describe(threads)}", file=out)
+    print(bound_formula(threads), file=out)
 
     how = (
         f"{settings.repeat} repetitions each"
@@ -824,7 +1111,7 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
             f"{MODE_TITLES[mode]}: median ms; in parentheses, how many times faster kdloss is",
             file=out,
         )
-        print(format_table(results, impls, mode), file=out)
+        print(format_table(results, impls, mode, limits, threads), file=out)
     print(file=out)
     skipped = {
         res.case.name: res.timings["python"]["forward_backward"].skipped
@@ -864,10 +1151,10 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     }
     if json_path is not None:
         with open(json_path, "w", encoding="utf-8") as f:
-            json.dump(to_json(results, impls, machine, config, check), f, indent=2)
+            json.dump(to_json(results, impls, machine, config, check, limits), f, indent=2)
             f.write("\n")
         print(f"wrote {json_path}", file=out)
     if plot_path is not None:
-        write_plot(plot_path, results, impls, machine)
+        write_plot(plot_path, results, impls, machine, limits)
         print(f"wrote {plot_path}", file=out)
     return 0

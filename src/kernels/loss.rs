@@ -1,7 +1,7 @@
 //! The row drivers: the distillation loss (with or without its gradient), KL divergence and
 //! cross-entropy, all through the one fused row kernel in `distill.rs`.
 
-use ndarray::{ArrayView1, ArrayView2};
+use ndarray::{ArrayView1, ArrayView2, Axis};
 
 use super::distill::{row_grad, row_stats, GradWeights, RowParams};
 use super::float::{Float, Level};
@@ -209,6 +209,24 @@ fn small_block<T: Float>(
     }
 }
 
+/// Copies row `r` of `x` into lane `k` of `cols` (one chunk per class).
+#[inline]
+fn transpose_row<T: Float>(x: ArrayView2<T>, r: usize, cols: &mut [Chunk<T>], k: usize) {
+    let row = x.index_axis_move(Axis(0), r);
+    match row.to_slice() {
+        Some(v) => {
+            for (col, &v) in cols.iter_mut().zip(v) {
+                col[k] = v;
+            }
+        }
+        None => {
+            for (col, &v) in cols.iter_mut().zip(row.iter()) {
+                col[k] = v;
+            }
+        }
+    }
+}
+
 /// Rows of few classes, `LANES` at a time: transposed into columns, run by `small_block`,
 /// and transposed back.
 #[allow(clippy::too_many_arguments)]
@@ -245,13 +263,9 @@ fn run_small<T: Float>(
                 }
                 continue;
             }
-            for (col, &v) in s_cols.iter_mut().zip(s.row(r0 + k).iter()) {
-                col[k] = v;
-            }
+            transpose_row(s, r0 + k, s_cols, k);
             if kl {
-                for (col, &v) in t_cols.iter_mut().zip(t.row(r0 + k).iter()) {
-                    col[k] = v;
-                }
+                transpose_row(t, r0 + k, t_cols, k);
             }
             // Checked by `check_labels`: 0 <= y < c unless ignored.
             label[k] = labels.as_ref().map(|l| l[r0 + k]);

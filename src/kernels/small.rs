@@ -36,6 +36,13 @@ fn lane_max<T: Float>(m: &mut Chunk<T>, c: &Chunk<T>) {
     }
 }
 
+#[inline(always)]
+fn add_f64<T: Float>(sum: &mut [f64; LANES], part: &Chunk<T>) {
+    for k in 0..LANES {
+        sum[k] += part[k].to_f64();
+    }
+}
+
 impl<T: Float, const KL: bool, const CE: bool, const POW: u32> super::simd::Kernel
     for SmallBlock<'_, T, KL, CE, POW>
 {
@@ -56,13 +63,20 @@ impl<T: Float, const KL: bool, const CE: bool, const POW: u32> super::simd::Kern
         }
         let inv_t = T::from_f64_saturating(self.inv_t);
         let keeping = self.grad.is_some();
-        let mut sums = [[0.0f64; LANES]; 4];
+        let mut sum_s = [0.0f64; LANES];
+        let mut sum_t = [0.0f64; LANES];
+        let mut cross = [0.0f64; LANES];
+        let mut sum_1 = [0.0f64; LANES];
         for (j, (cs, ct)) in self.s.iter().zip(t).enumerate() {
             let (parts, kept) = stats_step::<T, L, KL, CE, POW>(cs, ct, &max_s, &max_t, inv_t);
-            for (sum, part) in sums.iter_mut().zip(parts.iter()) {
-                for k in 0..LANES {
-                    sum[k] += part[k].to_f64();
-                }
+            // One sum at a time: a loop across the sums is vectorized with gathers.
+            add_f64(&mut sum_s, &parts[0]);
+            if KL {
+                add_f64(&mut sum_t, &parts[1]);
+                add_f64(&mut cross, &parts[2]);
+            }
+            if CE {
+                add_f64(&mut sum_1, &parts[3]);
             }
             if keeping {
                 self.keep[j] = kept[0];
@@ -70,7 +84,6 @@ impl<T: Float, const KL: bool, const CE: bool, const POW: u32> super::simd::Kern
                 self.keep[2 * c + j] = kept[2];
             }
         }
-        let [sum_s, sum_t, cross, sum_1] = sums;
         let mut loss = [0.0f64; LANES];
         for k in 0..LANES {
             if KL {
