@@ -18,6 +18,11 @@ fn main() {
     let cfg = Distillation::new(2.0, 0.5, Reduction::Mean, -100).unwrap();
     let mut g = vec![0f32; b * c];
     kdloss::parallel::set_num_threads(th).unwrap();
+    if let Ok(level) = std::env::var("KDLOSS_SIMD") {
+        let level = kdloss::kernels::Simd::parse(&level).unwrap();
+        kdloss::kernels::simd::set_active(level).unwrap();
+    }
+    print!("[{}] ", kdloss::kernels::simd::active().name());
     let modes: &[bool] = match std::env::var("MODE").as_deref() {
         Ok("fwd") => &[false],
         Ok("grad") => &[true],

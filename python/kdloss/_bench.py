@@ -48,6 +48,7 @@ __all__ = [
     "BenchError",
     "Case",
     "Limits",
+    "LoadMeter",
     "Progress",
     "Settings",
     "Task",
@@ -332,6 +333,53 @@ def bound_formula(threads: int) -> str:
         f"element, forward: {LOSS_BYTES['forward']} B and {LOSS_EXPS['forward']} exps; "
         f"x bound = kdloss median / bound."
     )
+
+
+def _machine_cpu_s() -> tuple[float, float] | None:
+    """Busy and total CPU seconds of the whole machine since boot (``/proc/stat``), or None."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = f.readline().split()
+        ticks = float(os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, AttributeError):
+        return None
+    if len(fields) < 5 or fields[0] != "cpu":
+        return None
+    # user nice system idle iowait irq softirq steal; guest time is already in user.
+    values = [int(v) for v in fields[1:9]]
+    idle = sum(values[3:5])
+    return (sum(values) - idle) / ticks, sum(values) / ticks
+
+
+class LoadMeter:
+    """How much of the machine other processes (and the hypervisor) took during a run.
+
+    Shared machines are noisy: a share of more than a few percent means the medians (and
+    above all multi-threaded ones) were measured on a machine partly busy with other work.
+    """
+
+    def __init__(self) -> None:
+        self.machine = _machine_cpu_s()
+        self.own = time.process_time()
+
+    def others(self) -> float | None:
+        """The share of all CPUs' time used by others since construction (0 to 1), or None."""
+        now = _machine_cpu_s()
+        if now is None or self.machine is None:
+            return None
+        busy = now[0] - self.machine[0] - (time.process_time() - self.own)
+        total = now[1] - self.machine[1]
+        return min(1.0, max(0.0, busy / total)) if total > 0 else None
+
+    def describe(self) -> str:
+        share = self.others()
+        if share is None:
+            return "background load: unknown (no /proc/stat)"
+        cpus = os.cpu_count() or 1
+        text = f"background load: other processes used {share:.0%} of the {cpus} CPUs' time"
+        if share > 0.1:
+            text += " (a busy machine: numbers are noisier, multi-threaded ones slower)"
+        return text
 
 
 # --------------------------------------------------------------------------------------------
@@ -1073,6 +1121,7 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
 
     progress = Progress(sys.stderr)
     started = time.monotonic()
+    load = LoadMeter()
     cases = []
     for b, c in shapes:
         progress.update(f"generating {b}x{c} inputs")
@@ -1118,7 +1167,7 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         for res in results
         if res.timings["python"]["forward_backward"].skipped
     }
-    notes = [f"{how}, interleaved; {elapsed:.0f} s in all"]
+    notes = [f"{how}, interleaved; {elapsed:.0f} s in all; {load.describe()}"]
     if skipped:
         notes.append(
             "pure Python skipped at "

@@ -3,7 +3,7 @@
 use ndarray::ArrayView2;
 
 use super::float::{Float, Level};
-use super::row::{fold2, map2, max2, LANES};
+use super::row::{fold2_keep, map2, max2, Chunk, LANES};
 use super::simd::{dispatch, Kernel};
 use super::{check_logits, check_temperature};
 use crate::error::KdError;
@@ -13,6 +13,18 @@ struct SoftmaxRow<'a, T, const LOG: bool> {
     x: &'a [T],
     inv_t: f64,
     out: &'a mut [T],
+    /// The row processed next, to prefetch.
+    next: Option<&'a [T]>,
+}
+
+/// `e^((x - m)·inv_t)` of one chunk.
+#[inline(always)]
+fn scaled_exps<T: Float, L: Level>(c: &Chunk<T>, m: &Chunk<T>, inv_t: T) -> Chunk<T> {
+    let mut e = [T::ZERO; LANES];
+    for k in 0..LANES {
+        e[k] = ((c[k] - m[k]) * inv_t).fast_exp::<L>();
+    }
+    e
 }
 
 impl<T: Float, const LOG: bool> Kernel for SoftmaxRow<'_, T, LOG> {
@@ -22,20 +34,19 @@ impl<T: Float, const LOG: bool> Kernel for SoftmaxRow<'_, T, LOG> {
     fn run<L: Level>(self) {
         let (x, out) = (self.x, self.out);
         let (m, _) = max2(x, x);
+        let lane_m = [m; LANES];
         let inv_t = T::from_f64_saturating(self.inv_t);
-        let [sum] = fold2(
-            x,
-            x,
-            #[inline(always)]
-            |c, _| {
-                let mut e = [T::ZERO; LANES];
-                for k in 0..LANES {
-                    e[k] = ((c[k] - m) * inv_t).fast_exp::<L>();
-                }
-                [e]
-            },
-        );
+        let next = self.next.map(|n| (n, n));
         if LOG {
+            let [sum] = fold2_keep(
+                x,
+                x,
+                [],
+                [],
+                next,
+                #[inline(always)]
+                |c, _| ([scaled_exps::<T, L>(c, &lane_m, inv_t)], []),
+            );
             // (x - max)/T - ln(sum): the large terms cancel before the small one is added.
             let log_sum = T::from_f64(sum.ln());
             map2(
@@ -52,20 +63,23 @@ impl<T: Float, const LOG: bool> Kernel for SoftmaxRow<'_, T, LOG> {
                 },
             );
         } else {
-            let inv_sum = T::from_f64(1.0 / sum);
-            map2(
+            // The exps go straight into `out`, then are scaled: one exp per element.
+            let [sum] = fold2_keep(
                 x,
                 x,
-                out,
+                [&mut *out],
+                [true],
+                next,
                 #[inline(always)]
                 |c, _| {
-                    let mut r = [T::ZERO; LANES];
-                    for k in 0..LANES {
-                        r[k] = ((c[k] - m) * inv_t).fast_exp::<L>() * inv_sum;
-                    }
-                    r
+                    let e = scaled_exps::<T, L>(c, &lane_m, inv_t);
+                    ([e], [e])
                 },
             );
+            let inv_sum = T::from_f64(1.0 / sum);
+            for v in out.iter_mut() {
+                *v = *v * inv_sum;
+            }
         }
     }
 }
@@ -91,11 +105,22 @@ pub fn softmax_into<T: Float>(
     let mut unused = vec![0.0; rows];
     for_each_row(c, &mut unused, Some(out), |scratch, i, _, o| {
         let Some(out) = o else { return };
-        let x = row_of(x, i, &mut scratch.a);
+        let row = row_of(x, i, &mut scratch.a);
+        let next = (i + 1 < rows).then(|| x.row(i + 1).to_slice()).flatten();
         if log {
-            dispatch(SoftmaxRow::<T, true> { x, inv_t, out });
+            dispatch(SoftmaxRow::<T, true> {
+                x: row,
+                inv_t,
+                out,
+                next,
+            });
         } else {
-            dispatch(SoftmaxRow::<T, false> { x, inv_t, out });
+            dispatch(SoftmaxRow::<T, false> {
+                x: row,
+                inv_t,
+                out,
+                next,
+            });
         }
     })
 }
