@@ -180,12 +180,16 @@ pub fn dispatch_at<K: Kernel>(level: Simd, k: K) -> K::Output {
         Simd::Avx2 if is_available(Simd::Avx2) => unsafe { run_avx2(k) },
         #[cfg(target_arch = "aarch64")]
         // SAFETY: NEON is part of the aarch64 baseline.
-        Simd::Neon => unsafe { run_neon(k) },
+        Simd::Neon if is_available(Simd::Neon) => unsafe { run_neon(k) },
         _ => k.run::<ScalarLevel>(),
     }
 }
 
 /// Cached detection, so the check in `dispatch_at` costs a load.
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
 fn is_available(level: Simd) -> bool {
     static MASK: AtomicU8 = AtomicU8::new(0);
     let mut m = MASK.load(Ordering::Relaxed);
