@@ -111,6 +111,8 @@ class Measured:
     shape: tuple[int, int]
     times: dict[tuple[str, str], list[float]] = field(default_factory=dict)
     skipped: dict[tuple[str, str], str] = field(default_factory=dict)
+    # The share of the CPUs other processes used while the group was timed.
+    load: float | None = None
 
     def median(self, op: str, impl: str) -> float | None:
         times = self.times.get((op, impl))
@@ -271,6 +273,7 @@ class Suite:
     torch: Any | None
     impls: list[Impl]
     python_rate: float
+    wait_s: float = 0.0
     refs: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
     groups: list[Measured] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -294,6 +297,18 @@ class Suite:
             raise kb.BenchError(text)
         self.warn(text)
 
+    def start(self, label: str) -> kb.LoadMeter:
+        """Wait for a quiet machine if asked to, then start measuring the group's load."""
+        if self.wait_s > 0:
+            kb.wait_for_quiet(self.wait_s, self.progress)
+        self.progress.update(f"{label}: warming up", milestone=True)
+        return kb.LoadMeter()
+
+    def finish(self, group: Measured, meter: kb.LoadMeter) -> Measured:
+        group.load = meter.others()
+        self.groups.append(group)
+        return group
+
     def set_threads(self, n: int) -> None:
         kdloss.set_num_threads(n)
         if self.torch is not None:
@@ -307,7 +322,7 @@ class Suite:
         tasks: list[kb.Task] = []
         owners: list[tuple[str, str]] = []
         estimates: list[float] = []
-        self.progress.update(f"{label}: warming up", milestone=True)
+        meter = self.start(label)
         for impl in self.impls:
             wanted = [op.key for op in ops if op.key in impl.ops]
             if not wanted:
@@ -332,8 +347,7 @@ class Suite:
         kb.run_interleaved(tasks, estimates, self.settings, self.progress, label)
         for owner, task in zip(owners, tasks):
             group.times[owner] = task.times_s
-        self.groups.append(group)
-        return group
+        return self.finish(group, meter)
 
     def measure_scaling(self, threads: Sequence[int], case: kb.Case, label: str) -> Measured:
         """kdloss's and PyTorch's forward + backward at every thread count, interleaved.
@@ -369,7 +383,7 @@ class Suite:
 
             return setup
 
-        self.progress.update(f"{label}: warming up", milestone=True)
+        meter = self.start(label)
         for lib, fn, set_n in libraries:
             for n in threads:
                 task = kb.Task(f"{lib} {n} threads", fn, setup=switcher(lib, n, fn, set_n))
@@ -380,8 +394,7 @@ class Suite:
         kb.run_interleaved(tasks, estimates, self.settings, self.progress, label)
         for owner, task in zip(owners, tasks):
             group.times[owner] = task.times_s
-        self.groups.append(group)
-        return group
+        return self.finish(group, meter)
 
     def measure_tiny(self, threads: int, label: str) -> Measured:
         """Microseconds per call at (8, 10): each sample is enough back-to-back calls to take
@@ -405,7 +418,7 @@ class Suite:
         group = Measured("tiny", threads, TINY_SHAPE)
         tasks: list[kb.Task] = []
         estimates: list[float] = []
-        self.progress.update(f"{label}: warming up", milestone=True)
+        meter = self.start(label)
         for mode, key, fn in calls:
             task = kb.Task(f"{key} {mode}", fn)
             single, _ = kb.warm_up(task, self.settings.warmup_s)
@@ -416,8 +429,7 @@ class Suite:
         kb.run_interleaved(tasks, estimates, self.settings, self.progress, label)
         for (mode, key, _), task in zip(calls, tasks):
             group.times[(mode, key)] = task.times_s
-        self.groups.append(group)
-        return group
+        return self.finish(group, meter)
 
 
 # --------------------------------------------------------------------------------------------
@@ -442,6 +454,22 @@ class Table:
         return {"title": self.title, "note": self.note, "header": self.header, "rows": self.rows}
 
 
+BUSY = 0.1
+
+
+def _busy_note(groups: Sequence[Measured]) -> str:
+    """A sentence naming the groups timed while other processes were using the CPUs."""
+    busy = [g for g in groups if g.load is not None and g.load > BUSY]
+    if not busy:
+        return ""
+    named = ", ".join(
+        f"{g.name}{'' if g.section == 'scaling' else f' {g.threads}t'} ({g.load:.0%})"
+        for g in busy
+        if g.load is not None
+    )
+    return f" Timed while other processes used more than {BUSY:.0%} of the CPUs: {named}."
+
+
 def _peers(impls: Sequence[Impl], keys: Sequence[str]) -> list[Impl]:
     return [impl for impl in impls if impl.key in keys]
 
@@ -461,9 +489,8 @@ def loss_table(suite: Suite, limits: kb.Limits, threads: int, op: Op) -> Table:
     peers = _peers(suite.impls, ("reference", "numpy_f32", "python", "torch"))
     header = ["shape", "kdloss ms", "ns/element", "bound ms", "x bound", *[p.title for p in peers]]
     rows = []
-    for g in suite.groups:
-        if g.section != "loss" or g.threads != threads:
-            continue
+    groups = [g for g in suite.groups if g.section == "loss" and g.threads == threads]
+    for g in groups:
         ours = g.median(op.key, "kdloss")
         row = [g.name, *_ours_cells(g, ours), *_roofline_cells(limits, g, op, ours)]
         for p in peers:
@@ -476,7 +503,7 @@ def loss_table(suite: Suite, limits: kb.Limits, threads: int, op: Op) -> Table:
         f"bound: {op.bytes_per_element} B and {op.exps_per_element} exps per element; "
         "x bound = kdloss / bound. — : not run (pure Python is skipped above ~0.5 s a call)."
     )
-    return Table(title, note, header, rows)
+    return Table(title, note + _busy_note(groups), header, rows)
 
 
 def kernel_table(suite: Suite, limits: kb.Limits, threads: int) -> Table:
@@ -504,7 +531,8 @@ def kernel_table(suite: Suite, limits: kb.Limits, threads: int) -> Table:
         "return the mean. bound: softmax and log_softmax 8 B and 1 exp per element, "
         "cross_entropy 4 B and 1 exp, kl_divergence 8 B and 2 exps."
     )
-    return Table(f"Standalone kernels, {kb.plural(threads, 'thread')}", note, header, rows)
+    title = f"Standalone kernels, {kb.plural(threads, 'thread')}"
+    return Table(title, note + _busy_note(groups), header, rows)
 
 
 def scaling_table(suite: Suite, threads: Sequence[int]) -> Table:
@@ -515,9 +543,8 @@ def scaling_table(suite: Suite, threads: Sequence[int]) -> Table:
         header += [f"{titles[lib]} {n}t ms" for n in threads]
         header += [f"{titles[lib]} {n}t/{threads[0]}t" for n in threads[1:]]
     rows = []
-    for g in suite.groups:
-        if g.section != "scaling":
-            continue
+    groups = [g for g in suite.groups if g.section == "scaling"]
+    for g in groups:
         row = [g.name]
         for lib in libs:
             meds = [g.median(f"threads={n}", lib) for n in threads]
@@ -530,7 +557,7 @@ def scaling_table(suite: Suite, threads: Sequence[int]) -> Table:
         "Forward + backward, median ms; each thread count's calls interleaved with the others'. "
         f"Nt/{threads[0]}t: speed-up over {kb.plural(threads[0], 'thread')}."
     )
-    return Table("Thread scaling (forward + backward)", note, header, rows)
+    return Table("Thread scaling (forward + backward)", note + _busy_note(groups), header, rows)
 
 
 def tiny_table(suite: Suite) -> Table:
@@ -551,7 +578,7 @@ def tiny_table(suite: Suite) -> Table:
         f"{TINY_SHAPE[0]}x{TINY_SHAPE[1]} float32, median µs per call "
         f"({kb.plural(group.threads, 'thread')} configured; calls this small run on the "
         "calling thread)."
-    )
+    ) + _busy_note([group])
     return Table("Tiny calls", note, ["call", "µs"], rows)
 
 
@@ -687,6 +714,7 @@ def _groups_json(groups: Sequence[Measured]) -> list[dict[str, Any]]:
                     "impl": impl,
                     "times_s": times,
                     "median_s": med,
+                    "background_load": g.load,
                 }
             )
         for (op, impl), why in g.skipped.items():
@@ -759,6 +787,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="fewer repetitions: a smoke run")
     parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="before each group, wait up to SECONDS for other processes to leave the CPUs "
+        "(under 5%% for a second); for shared machines. Default: 0, no waiting",
+    )
     parser.add_argument("--json", metavar="FILE", help="write every raw timing and the tables")
     parser.add_argument(
         "--markdown",
@@ -846,7 +882,7 @@ def _main(args: argparse.Namespace, out: TextIO, argv: Sequence[str] | None) -> 
     out.flush()
 
     cases = [kb.make_case(b, c) for b, c in shapes]
-    suite = Suite(settings, progress, torch, impls, 0.0)
+    suite = Suite(settings, progress, torch, impls, 0.0, wait_s=max(0.0, args.wait_quiet))
     # kdloss against the float64 reference, before anything is timed.
     worst_loss, worst_grad = kb.check_kdloss(cases, progress)
     for case in cases:

@@ -127,8 +127,8 @@ impl<T> Scratch<T> {
 #[inline]
 pub fn row_of<'r, T: Copy>(x: ArrayView2<'r, T>, i: usize, buf: &'r mut Vec<T>) -> &'r [T] {
     let row = x.index_axis_move(Axis(0), i);
-    if row.as_slice().is_some() {
-        return row.to_slice().unwrap_or(&[]);
+    if let Some(v) = row.to_slice() {
+        return v;
     }
     buf.clear();
     buf.extend(row.iter().copied());

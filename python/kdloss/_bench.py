@@ -67,6 +67,7 @@ __all__ = [
     "run_interleaved",
     "torch_binder",
     "torch_objective",
+    "wait_for_quiet",
     "warm_up",
 ]
 
@@ -380,6 +381,21 @@ class LoadMeter:
         if share > 0.1:
             text += " (a busy machine: numbers are noisier, multi-threaded ones slower)"
         return text
+
+
+def wait_for_quiet(
+    max_wait_s: float, progress: Progress, *, share: float = 0.05, window_s: float = 1.0
+) -> float | None:
+    """Wait, up to ``max_wait_s``, for a ``window_s`` in which other processes use less than
+    ``share`` of the CPUs; return the last window's share (None without ``/proc/stat``)."""
+    deadline = time.monotonic() + max_wait_s
+    while True:
+        meter = LoadMeter()
+        time.sleep(window_s)
+        seen = meter.others()
+        if seen is None or seen < share or time.monotonic() >= deadline:
+            return seen
+        progress.update(f"waiting for a quiet machine: other processes use {seen:.0%} of the CPUs")
 
 
 # --------------------------------------------------------------------------------------------

@@ -56,6 +56,8 @@ pub enum Loss<T> {
 /// the temperature, and how rows are combined.
 #[derive(Clone, Copy, Debug)]
 struct Job {
+    /// The name of the first logits argument, for error messages.
+    subject: &'static str,
     kl_weight: f64,
     ce_weight: f64,
     temperature: f64,
@@ -312,7 +314,7 @@ fn run<T: Float>(
     labels: Option<ArrayView1<i64>>,
     grad: Option<&mut [T]>,
 ) -> Result<Loss<T>, KdError> {
-    let (rows, c) = check_logits(&s, "student_logits")?;
+    let (rows, c) = check_logits(&s, job.subject)?;
     check_same_shape(&s, &t)?;
     let kl = job.kl_weight != 0.0;
     let ce = job.ce_weight != 0.0;
@@ -440,6 +442,7 @@ pub fn distillation<T: Float>(
 ) -> Result<Loss<T>, KdError> {
     let t2 = cfg.temperature * cfg.temperature;
     let job = Job {
+        subject: "student_logits",
         kl_weight: cfg.alpha * t2,
         ce_weight: 1.0 - cfg.alpha,
         temperature: cfg.temperature,
@@ -458,6 +461,7 @@ pub fn kl_divergence<T: Float>(
 ) -> Result<Loss<T>, KdError> {
     check_temperature(temperature)?;
     let job = Job {
+        subject: "student_logits",
         kl_weight: 1.0,
         ce_weight: 0.0,
         temperature,
@@ -476,6 +480,7 @@ pub fn cross_entropy<T: Float>(
     ignore_index: i64,
 ) -> Result<Loss<T>, KdError> {
     let job = Job {
+        subject: "logits",
         kl_weight: 0.0,
         ce_weight: 1.0,
         temperature: 1.0,
