@@ -124,6 +124,23 @@ impl<T: Float, const KL: bool, const CE: bool, const POW: u32> Kernel
     }
 }
 
+/// Expands `$go!(KL, CE, POW)` for the runtime choice of terms, so that each combination is
+/// its own compiled kernel; `$none` is the value when neither term is on.
+macro_rules! with_terms {
+    ($kl:expr, $ce:expr, $pow:expr, $go:ident, $none:expr) => {
+        match ($kl, $ce, $pow) {
+            (true, true, 1) => $go!(true, true, 1),
+            (true, true, 2) => $go!(true, true, 2),
+            (true, true, 3) => $go!(true, true, 3),
+            (true, true, 4) => $go!(true, true, 4),
+            (true, true, _) => $go!(true, true, 0),
+            (true, false, _) => $go!(true, false, 0),
+            (false, true, _) => $go!(false, true, 0),
+            (false, false, _) => $none,
+        }
+    };
+}
+
 /// Runs the fused kernel on one row with the terms switched on at compile time.
 #[allow(clippy::too_many_arguments)]
 #[inline]
@@ -152,21 +169,12 @@ fn fused_row<T: Float>(
             })
         };
     }
-    match (kl, ce, pow) {
-        (true, true, 1) => go!(true, true, 1),
-        (true, true, 2) => go!(true, true, 2),
-        (true, true, 3) => go!(true, true, 3),
-        (true, true, 4) => go!(true, true, 4),
-        (true, true, _) => go!(true, true, 0),
-        (true, false, _) => go!(true, false, 0),
-        (false, true, _) => go!(false, true, 0),
-        (false, false, _) => {
-            if let Some(g) = grad {
-                g.fill(T::ZERO);
-            }
-            0.0
+    with_terms!(kl, ce, pow, go, {
+        if let Some(g) = grad {
+            g.fill(T::ZERO);
         }
-    }
+        0.0
+    })
 }
 
 /// Runs the blocked kernel for rows of at most `SMALL_CLASSES` classes, terms switched on at
@@ -199,16 +207,7 @@ fn small_block<T: Float>(
             })
         };
     }
-    match (kl, ce, pow) {
-        (true, true, 1) => go!(true, true, 1),
-        (true, true, 2) => go!(true, true, 2),
-        (true, true, 3) => go!(true, true, 3),
-        (true, true, 4) => go!(true, true, 4),
-        (true, true, _) => go!(true, true, 0),
-        (true, false, _) => go!(true, false, 0),
-        (false, true, _) => go!(false, true, 0),
-        (false, false, _) => [0.0; LANES],
-    }
+    with_terms!(kl, ce, pow, go, [0.0; LANES])
 }
 
 /// Copies row `r` of `x` into lane `k` of `cols` (one chunk per class).
