@@ -41,7 +41,9 @@ import argparse
 import importlib
 import json
 import math
+import os
 import platform
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -224,6 +226,31 @@ def torch_binder(torch: Any) -> Callable[[kb.Case], dict[str, Timed]]:
         return calls
 
     return bind
+
+
+def _git_revision() -> str | None:
+    """The commit of the checkout this file is in, with "+changes" if the sources differ."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "src", "Cargo.toml", "Cargo.lock", "python"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + (" +changes" if dirty else "") if head else None
 
 
 def _import(name: str) -> Any | None:
@@ -672,6 +699,19 @@ def targets_table(found: Sequence[Target]) -> Table:
 # Output
 
 
+def _load_line(groups: Sequence[Measured], run: kb.LoadMeter) -> str:
+    """How busy the machine was with other work while the groups were timed."""
+    loads = sorted(g.load for g in groups if g.load is not None)
+    if not loads:
+        return run.describe()
+    busy = sum(x > BUSY for x in loads)
+    return (
+        f"background load while timing: other processes used {np.median(loads):.0%} of the CPUs "
+        f"in the median group, {loads[-1]:.0%} at most; {busy} of {len(loads)} groups above "
+        f"{BUSY:.0%} (named under their tables)"
+    )
+
+
 def _markdown(tables: Sequence[Table], header: Sequence[str]) -> str:
     parts = [BEGIN, "", *[f"- {line}" for line in header], ""]
     for table in tables:
@@ -855,6 +895,7 @@ def _main(args: argparse.Namespace, out: TextIO, argv: Sequence[str] | None) -> 
     machine = kb.machine_info(max(threads), torch)
     machine["threads"] = threads
     machine["scipy_version"] = getattr(_import("scipy"), "__version__", None)
+    machine["git_revision"] = _git_revision()
     command = " ".join(["python benches/suite.py", *(sys.argv[1:] if argv is None else argv)])
     build = machine.get("kdloss_build", {})
     versions = [f"Python {platform.python_version()}", f"NumPy {np.__version__}"]
@@ -869,7 +910,9 @@ def _main(args: argparse.Namespace, out: TextIO, argv: Sequence[str] | None) -> 
         else f"PyTorch {machine['torch_version']} (same threads as kdloss)"
     )
     header = [
-        f"kdloss {machine['kdloss_version']} suite: float32, T={T:g}, alpha={ALPHA:g}; "
+        f"kdloss {machine['kdloss_version']}"
+        + (f" ({machine['git_revision']})" if machine["git_revision"] else "")
+        + f" suite: float32, T={T:g}, alpha={ALPHA:g}; "
         f"threads {','.join(map(str, threads))}; SIMD {build.get('simd', '?')} "
         f"(available: {', '.join(build.get('simd_available', []))}); "
         f"{time.strftime('%Y-%m-%d %H:%M %Z')}",
@@ -940,7 +983,7 @@ def _main(args: argparse.Namespace, out: TextIO, argv: Sequence[str] | None) -> 
         f"timing: medians of interleaved repetitions ({settings.min_reps} to "
         f"{settings.max_reps} per task, or {settings.budget_s:g} s of calls); "
         f"{elapsed:.0f} s in all",
-        load.describe(),
+        _load_line(suite.groups, load),
     ]
     for line in summary:
         print(line, file=out)
