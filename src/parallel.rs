@@ -5,10 +5,10 @@
 //! bitwise identical for any thread count. Small inputs run on the calling thread, because a
 //! pool round-trip (tens of microseconds) costs more than the whole kernel there.
 
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use ndarray::{ArrayView2, Axis};
-use rayon::prelude::*;
 use rayon::{ThreadPool, ThreadPoolBuilder};
 
 use crate::error::KdError;
@@ -17,8 +17,9 @@ use crate::error::KdError;
 pub const PARALLEL_MIN_ELEMENTS: usize = 1 << 17;
 /// Each parallel task gets at least this many elements, so scheduling stays a small fraction.
 const TASK_MIN_ELEMENTS: usize = 1 << 15;
-/// Tasks per thread, for balance when rows cost different amounts (ignored rows are free).
-const TASKS_PER_THREAD: usize = 4;
+/// Tasks per thread, for balance when rows cost different amounts (ignored rows are free)
+/// and when a thread joins late.
+const TASKS_PER_THREAD: usize = 8;
 
 struct Pool {
     threads: usize,
@@ -89,8 +90,10 @@ fn pool() -> Result<Arc<ThreadPool>, KdError> {
     }
     let mut guard = POOL.write().unwrap_or_else(|e| e.into_inner());
     if guard.pool.is_none() {
+        // The calling thread is one of the `n`: the pool holds the other `n - 1`.
+        let helpers = n.saturating_sub(1).max(1);
         let built = ThreadPoolBuilder::new()
-            .num_threads(n)
+            .num_threads(helpers)
             .thread_name(|i| format!("kdloss-{i}"))
             .build()
             .map_err(|e| KdError::value(format!("cannot start {n} threads: {e}")))?;
@@ -121,7 +124,50 @@ impl<T> Scratch<T> {
             cols: Vec::new(),
         }
     }
+
+    /// Gives back buffers too large to be worth keeping between calls.
+    fn trim(&mut self) {
+        const KEEP_BYTES: usize = 32 << 20;
+        let bytes = std::mem::size_of::<T>()
+            * (self.a.capacity() + self.b.capacity() + self.keep.capacity())
+            + std::mem::size_of::<[T; crate::kernels::row::LANES]>() * self.cols.capacity();
+        if bytes > KEEP_BYTES {
+            *self = Scratch::new();
+        }
+    }
 }
+
+/// Element types with a per-thread `Scratch` kept between calls: a fresh one per call would
+/// pay the page faults of its first touch every time (a third of a millisecond for the 1.5 MB
+/// that rows of 128256 floats need).
+pub trait HasScratch: Copy + Send + Sync + 'static {
+    fn with_scratch<R>(f: impl FnOnce(&mut Scratch<Self>) -> R) -> R;
+}
+
+macro_rules! thread_scratch {
+    ($t:ty, $cell:ident) => {
+        thread_local! {
+            static $cell: std::cell::RefCell<Scratch<$t>> = std::cell::RefCell::new(Scratch::new());
+        }
+
+        impl HasScratch for $t {
+            fn with_scratch<R>(f: impl FnOnce(&mut Scratch<Self>) -> R) -> R {
+                $cell.with(|cell| match cell.try_borrow_mut() {
+                    Ok(mut scratch) => {
+                        let r = f(&mut scratch);
+                        scratch.trim();
+                        r
+                    }
+                    // Only if a kernel were re-entered on this thread; never the case today.
+                    Err(_) => f(&mut Scratch::new()),
+                })
+            }
+        }
+    };
+}
+
+thread_scratch!(f32, SCRATCH_F32);
+thread_scratch!(f64, SCRATCH_F64);
 
 /// Row `i` of `x` as a slice: in place when the row is contiguous, else copied into `buf`.
 #[inline]
@@ -145,7 +191,7 @@ pub fn for_each_row<T, F>(
     f: F,
 ) -> Result<(), KdError>
 where
-    T: Copy + Send + Sync,
+    T: HasScratch,
     F: Fn(&mut Scratch<T>, usize, &mut f64, Option<&mut [T]>) + Sync,
 {
     for_each_block(1, width, partials, out, |scratch, i, p, o| {
@@ -166,7 +212,7 @@ pub fn for_each_block<T, F>(
     f: F,
 ) -> Result<(), KdError>
 where
-    T: Copy + Send + Sync,
+    T: HasScratch,
     F: Fn(&mut Scratch<T>, usize, &mut [f64], Option<&mut [T]>) + Sync,
 {
     let block = block.max(1);
@@ -199,24 +245,44 @@ where
             }
         };
     if per_task >= rows {
-        task(&mut Scratch::new(), 0, partials, out);
+        T::with_scratch(|scratch| task(scratch, 0, partials, out));
         return Ok(());
     }
-    let pool = pool()?;
-    pool.install(|| match out {
+    // Tasks are claimed from a shared counter by the calling thread and the pool's threads
+    // alike. The caller starts at once; an idle pool thread can take a long time to wake
+    // (more than a millisecond was seen on these virtual machines), and it simply takes fewer
+    // tasks when it does. Each task's slices sit behind their own lock, taken exactly once.
+    type Slot<'a, T> = Mutex<Option<(usize, &'a mut [f64], Option<&'a mut [T]>)>>;
+    let slots: Vec<Slot<'_, T>> = match out {
         Some(out) if width > 0 => partials
-            .par_chunks_mut(per_task)
-            .zip(out.par_chunks_mut(per_task * width))
+            .chunks_mut(per_task)
+            .zip(out.chunks_mut(per_task * width))
             .enumerate()
-            .for_each_init(Scratch::new, |scratch, (n, (ps, os))| {
-                task(scratch, n * per_task, ps, Some(os));
-            }),
-        _ => partials.par_chunks_mut(per_task).enumerate().for_each_init(
-            Scratch::new,
-            |scratch, (n, ps)| {
-                task(scratch, n * per_task, ps, None);
-            },
-        ),
+            .map(|(n, (ps, os))| Mutex::new(Some((n * per_task, ps, Some(os)))))
+            .collect(),
+        _ => partials
+            .chunks_mut(per_task)
+            .enumerate()
+            .map(|(n, ps)| Mutex::new(Some((n * per_task, ps, None))))
+            .collect(),
+    };
+    let next = AtomicUsize::new(0);
+    let work = || {
+        T::with_scratch(|scratch| loop {
+            let k = next.fetch_add(1, Ordering::Relaxed);
+            let Some(slot) = slots.get(k) else { break };
+            let claimed = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some((first, ps, os)) = claimed {
+                task(scratch, first, ps, os);
+            }
+        })
+    };
+    let pool = pool()?;
+    pool.in_place_scope(|scope| {
+        for _ in 1..threads {
+            scope.spawn(|_| work());
+        }
+        work();
     });
     Ok(())
 }
