@@ -253,6 +253,18 @@ def _git_revision() -> str | None:
     return head + (" +changes" if dirty else "") if head else None
 
 
+def _extension_built() -> str | None:
+    """When the compiled module was written: the sources' commit says nothing about a stale
+    build."""
+    path = getattr(kdloss._core, "__file__", None)
+    if not path:
+        return None
+    try:
+        return time.strftime("%Y-%m-%d %H:%M", time.localtime(os.path.getmtime(path)))
+    except OSError:
+        return None
+
+
 def _import(name: str) -> Any | None:
     try:
         return importlib.import_module(name)
@@ -896,6 +908,7 @@ def _main(args: argparse.Namespace, out: TextIO, argv: Sequence[str] | None) -> 
     machine["threads"] = threads
     machine["scipy_version"] = getattr(_import("scipy"), "__version__", None)
     machine["git_revision"] = _git_revision()
+    machine["extension"] = _extension_built()
     command = " ".join(["python benches/suite.py", *(sys.argv[1:] if argv is None else argv)])
     build = machine.get("kdloss_build", {})
     versions = [f"Python {platform.python_version()}", f"NumPy {np.__version__}"]
@@ -911,7 +924,8 @@ def _main(args: argparse.Namespace, out: TextIO, argv: Sequence[str] | None) -> 
     )
     header = [
         f"kdloss {machine['kdloss_version']}"
-        + (f" ({machine['git_revision']})" if machine["git_revision"] else "")
+        + (f" (source {machine['git_revision']})" if machine["git_revision"] else "")
+        + (f" (extension built {machine['extension']})" if machine["extension"] else "")
         + f" suite: float32, T={T:g}, alpha={ALPHA:g}; "
         f"threads {','.join(map(str, threads))}; SIMD {build.get('simd', '?')} "
         f"(available: {', '.join(build.get('simd_available', []))}); "

@@ -186,13 +186,14 @@ impl Float for f32 {
         // 1.5 * 2^23: adding it rounds to the nearest integer, which lands in the low mantissa
         // bits; this avoids a float-to-int conversion and a rounding instruction (not in SSE2).
         const ROUND: f32 = 12_582_912.0;
-        // Below LO, n < -126 and 2^n is not a normal number: the result is flushed to 0.
+        // Below LO, n < -126 and 2^n is not a normal number: the result is flushed to 0 by the
+        // final select, which also discards whatever the steps below made of such an x (-inf
+        // gives NaN there), so x needs no clamping first.
         const LO: f32 = -87.3;
         let x = self;
-        let xc = if x < LO { LO } else { x };
-        let t = Self::madd::<L>(xc, LOG2E, ROUND);
+        let t = Self::madd::<L>(x, LOG2E, ROUND);
         let n = t - ROUND;
-        let r = Self::madd::<L>(n, -LN2_HI, xc);
+        let r = Self::madd::<L>(n, -LN2_HI, x);
         let r = Self::madd::<L>(n, -LN2_LO, r);
         let mut p = 1.987_569_1e-4;
         p = Self::madd::<L>(p, r, 1.398_199_9e-3);
@@ -261,12 +262,12 @@ impl Float for f64 {
         const LN2_HI: f64 = 6.931_457_519_531_25e-1;
         const LN2_LO: f64 = 1.428_606_820_309_417_232e-6;
         const ROUND: f64 = 6_755_399_441_055_744.0; // 1.5 * 2^52
+        // As for f32: below LO the final select gives 0.
         const LO: f64 = -708.3;
         let x = self;
-        let xc = if x < LO { LO } else { x };
-        let t = Self::madd::<L>(xc, LOG2E, ROUND);
+        let t = Self::madd::<L>(x, LOG2E, ROUND);
         let n = t - ROUND;
-        let r = Self::madd::<L>(n, -LN2_HI, xc);
+        let r = Self::madd::<L>(n, -LN2_HI, x);
         let r = Self::madd::<L>(n, -LN2_LO, r);
         let r2 = r * r;
         let mut p = 1.261_771_930_748_105_908_78e-4;
