@@ -261,8 +261,8 @@ impl Float for f64 {
         const LOG2E: f64 = std::f64::consts::LOG2_E;
         const LN2_HI: f64 = 6.931_457_519_531_25e-1;
         const LN2_LO: f64 = 1.428_606_820_309_417_232e-6;
-        const ROUND: f64 = 6_755_399_441_055_744.0; // 1.5 * 2^52
-        // As for f32: below LO the final select gives 0.
+        // 1.5 * 2^52; below LO the final select gives 0, as for f32.
+        const ROUND: f64 = 6_755_399_441_055_744.0;
         const LO: f64 = -708.3;
         let x = self;
         let t = Self::madd::<L>(x, LOG2E, ROUND);
