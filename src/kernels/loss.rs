@@ -1,13 +1,13 @@
 //! The row drivers: the distillation loss (with or without its gradient), KL divergence and
 //! cross-entropy, all through the one fused row kernel in `distill.rs`.
 
-use ndarray::{ArrayView1, ArrayView2, Axis};
+use ndarray::{ArrayView1, ArrayView2};
 
 use super::distill::{row_grad, row_stats, GradWeights, RowParams};
 use super::float::{Float, Level};
 use super::row::{Chunk, LANES};
 use super::simd::{dispatch, Kernel};
-use super::small::{SmallBlock, SMALL_CLASSES};
+use super::small::{transpose_row, SmallBlock, SMALL_CLASSES};
 use super::{
     check_alpha, check_labels, check_logits, check_same_shape, check_temperature, Reduction,
 };
@@ -208,24 +208,6 @@ fn small_block<T: Float>(
         };
     }
     with_terms!(kl, ce, pow, go, [0.0; LANES])
-}
-
-/// Copies row `r` of `x` into lane `k` of `cols` (one chunk per class).
-#[inline]
-fn transpose_row<T: Float>(x: ArrayView2<T>, r: usize, cols: &mut [Chunk<T>], k: usize) {
-    let row = x.index_axis_move(Axis(0), r);
-    match row.to_slice() {
-        Some(v) => {
-            for (col, &v) in cols.iter_mut().zip(v) {
-                col[k] = v;
-            }
-        }
-        None => {
-            for (col, &v) in cols.iter_mut().zip(row.iter()) {
-                col[k] = v;
-            }
-        }
-    }
 }
 
 /// Rows of few classes, `LANES` at a time: transposed into columns, run by `small_block`,

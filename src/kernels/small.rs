@@ -6,6 +6,8 @@
 //! work (maxima, sums, logs, gradient weights) happens once per block, vectorized across rows.
 //! Lanes never interact, so a row's result does not depend on which rows share its block.
 
+use ndarray::{ArrayView2, Axis};
+
 use super::distill::{keeps_e1, powi, stats_step, GradWeights};
 use super::float::{ln_f64, Float, Level};
 use super::row::{Chunk, LANES};
@@ -130,5 +132,71 @@ impl<T: Float, const KL: bool, const CE: bool, const POW: u32> super::simd::Kern
             }
         }
         loss
+    }
+}
+
+/// Copies row `r` of `x` into lane `k` of `cols` (one chunk per class).
+#[inline]
+pub(crate) fn transpose_row<T: Float>(x: ArrayView2<T>, r: usize, cols: &mut [Chunk<T>], k: usize) {
+    let row = x.index_axis_move(Axis(0), r);
+    match row.to_slice() {
+        Some(v) => {
+            for (col, &v) in cols.iter_mut().zip(v) {
+                col[k] = v;
+            }
+        }
+        None => {
+            for (col, &v) in cols.iter_mut().zip(row.iter()) {
+                col[k] = v;
+            }
+        }
+    }
+}
+
+/// Softmax (or log-softmax, with `LOG`) of a block of rows in column form, in place.
+pub struct SoftmaxBlock<'a, T, const LOG: bool> {
+    pub cols: &'a mut [Chunk<T>],
+    pub inv_t: f64,
+}
+
+impl<T: Float, const LOG: bool> super::simd::Kernel for SoftmaxBlock<'_, T, LOG> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<L: Level>(self) {
+        let cols = self.cols;
+        let mut max = [T::NEG_INFINITY; LANES];
+        for c in cols.iter() {
+            lane_max(&mut max, c);
+        }
+        let inv_t = T::from_f64_saturating(self.inv_t);
+        let mut sum = [0.0f64; LANES];
+        for col in cols.iter_mut() {
+            let mut e = [T::ZERO; LANES];
+            for k in 0..LANES {
+                let z = (col[k] - max[k]) * inv_t;
+                e[k] = z.fast_exp::<L>();
+                col[k] = if LOG { z } else { e[k] };
+            }
+            add_f64(&mut sum, &e);
+        }
+        let mut adjust = [T::ZERO; LANES];
+        for k in 0..LANES {
+            adjust[k] = T::from_f64(if LOG {
+                ln_f64::<L>(sum[k])
+            } else {
+                1.0 / sum[k]
+            });
+        }
+        for col in cols.iter_mut() {
+            for k in 0..LANES {
+                // (x - max)/T - ln(sum) for the log; e/sum otherwise.
+                col[k] = if LOG {
+                    col[k] - adjust[k]
+                } else {
+                    col[k] * adjust[k]
+                };
+            }
+        }
     }
 }

@@ -5,9 +5,10 @@ use ndarray::ArrayView2;
 use super::float::{Float, Level};
 use super::row::{fold2_keep, map2, max2, Chunk, LANES};
 use super::simd::{dispatch, Kernel};
+use super::small::{transpose_row, SoftmaxBlock, SMALL_CLASSES};
 use super::{check_logits, check_temperature};
 use crate::error::KdError;
-use crate::parallel::{for_each_row, row_of};
+use crate::parallel::{for_each_block, for_each_row, row_of};
 
 struct SoftmaxRow<'a, T, const LOG: bool> {
     x: &'a [T],
@@ -103,6 +104,34 @@ pub fn softmax_into<T: Float>(
     }
     let inv_t = 1.0 / temperature;
     let mut unused = vec![0.0; rows];
+    if c <= SMALL_CLASSES {
+        return for_each_block(LANES, c, &mut unused, Some(out), |scratch, r0, ps, o| {
+            let Some(o) = o else { return };
+            let n = ps.len();
+            let cols = &mut scratch.cols;
+            if cols.len() < c {
+                cols.resize(c, [T::ZERO; LANES]);
+            }
+            let cols = &mut cols[..c];
+            for k in 0..LANES {
+                if k < n {
+                    transpose_row(x, r0 + k, cols, k);
+                } else {
+                    cols.iter_mut().for_each(|col| col[k] = T::ZERO);
+                }
+            }
+            if log {
+                dispatch(SoftmaxBlock::<T, true> { cols, inv_t });
+            } else {
+                dispatch(SoftmaxBlock::<T, false> { cols, inv_t });
+            }
+            for (k, row) in o.chunks_mut(c).enumerate() {
+                for (v, col) in row.iter_mut().zip(cols.iter()) {
+                    *v = col[k];
+                }
+            }
+        });
+    }
     for_each_row(c, &mut unused, Some(out), |scratch, i, _, o| {
         let Some(out) = o else { return };
         let row = row_of(x, i, &mut scratch.a);
@@ -123,4 +152,58 @@ pub fn softmax_into<T: Float>(
             });
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::simd::{self, Simd};
+    use ndarray::Array2;
+
+    #[test]
+    fn softmax_and_log_softmax_match_the_formulas_at_every_level() {
+        let best = simd::active();
+        for level in Simd::available() {
+            simd::set_active(level).unwrap();
+            for c in [1usize, 2, 10, 24, 25, 100, 1000] {
+                let x = Array2::from_shape_fn((21, c), |(i, j)| {
+                    if j == 0 && c > 1 {
+                        f64::NEG_INFINITY
+                    } else {
+                        ((i * 31 + j * 17) % 23) as f64 * 0.7 - 8.0
+                    }
+                });
+                for temperature in [1.0, 2.0, 0.3] {
+                    let mut p = vec![0.0; x.len()];
+                    let mut lp = vec![0.0; x.len()];
+                    softmax_into(x.view(), temperature, false, &mut p).unwrap();
+                    softmax_into(x.view(), temperature, true, &mut lp).unwrap();
+                    for (i, row) in x.rows().into_iter().enumerate() {
+                        let m = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                        let lse = row
+                            .iter()
+                            .map(|v| ((v - m) / temperature).exp())
+                            .sum::<f64>()
+                            .ln();
+                        for (j, v) in row.iter().enumerate() {
+                            let want = (v - m) / temperature - lse;
+                            let (got_p, got_lp) = (p[i * c + j], lp[i * c + j]);
+                            let where_ =
+                                format!("c={c} T={temperature} [{i},{j}] {}", level.name());
+                            assert!((got_p - want.exp()).abs() <= 1e-14, "softmax {where_}");
+                            if want.is_finite() {
+                                assert!(
+                                    (got_lp - want).abs() <= 1e-12 * want.abs().max(1.0),
+                                    "log {where_}"
+                                );
+                            } else {
+                                assert_eq!(got_lp, want, "log {where_}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        simd::set_active(best).unwrap();
+    }
 }
