@@ -710,7 +710,7 @@ def targets_table(found: Sequence[Target]) -> Table:
     ]
     note = (
         "Forward + backward float32, T = 2, alpha = 0.5; peers at the same thread count. "
-        "at the bound: the peer's time over the lower bound, the speed-up a kernel running "
+        "'at the bound': the peer's time over the lower bound, the speed-up a kernel running "
         "exactly at the bound would show (a target above it cannot be met on this machine)."
     )
     header = ["target", "wanted", "measured", "result", "at the bound"]
