@@ -782,31 +782,26 @@ def _warn_if_off(
 # Report
 
 
+def _tiered(value: float, suffix: str = "", small: str = ".2f") -> str:
+    """``value`` with fewer decimals as it grows: 0 from 100, 1 from 10, else ``small``."""
+    if value >= 100:
+        return f"{value:.0f}{suffix}"
+    if value >= 10:
+        return f"{value:.1f}{suffix}"
+    return f"{value:{small}}{suffix}"
+
+
 def fmt_ms(seconds: float) -> str:
     ms = seconds * 1e3
-    if ms >= 100:
-        return f"{ms:.0f}"
-    if ms >= 10:
-        return f"{ms:.1f}"
-    if ms >= 1:
-        return f"{ms:.2f}"
-    return f"{ms:#.3g}"
+    return _tiered(ms) if ms >= 1 else f"{ms:#.3g}"
 
 
 def fmt_ns(ns: float) -> str:
-    if ns >= 100:
-        return f"{ns:.0f}"
-    if ns >= 10:
-        return f"{ns:.1f}"
-    return f"{ns:.2f}"
+    return _tiered(ns)
 
 
 def fmt_ratio(ratio: float) -> str:
-    if ratio >= 100:
-        return f"{ratio:.0f}x"
-    if ratio >= 10:
-        return f"{ratio:.1f}x"
-    return f"{ratio:.2f}x"
+    return _tiered(ratio, "x")
 
 
 def fmt_bound(ratio: float) -> str:

@@ -10,26 +10,10 @@ use super::row::{fold2, LANES};
 use super::simd::{dispatch, Kernel};
 use crate::error::KdError;
 
-struct SumRow<'a>(&'a [f32]);
+/// Sums a row, or with `EXP` the exps of its negated elements.
+struct SumRow<'a, const EXP: bool>(&'a [f32]);
 
-impl Kernel for SumRow<'_> {
-    type Output = f64;
-
-    #[inline(always)]
-    fn run<L: Level>(self) -> f64 {
-        let [s] = fold2(
-            self.0,
-            self.0,
-            #[inline(always)]
-            |c, _| [*c],
-        );
-        s
-    }
-}
-
-struct ExpRow<'a>(&'a [f32]);
-
-impl Kernel for ExpRow<'_> {
+impl<const EXP: bool> Kernel for SumRow<'_, EXP> {
     type Output = f64;
 
     #[inline(always)]
@@ -39,9 +23,11 @@ impl Kernel for ExpRow<'_> {
             self.0,
             #[inline(always)]
             |c, _| {
-                let mut e = [0.0f32; LANES];
-                for k in 0..LANES {
-                    e[k] = (-c[k]).fast_exp::<L>();
+                let mut e = *c;
+                if EXP {
+                    for k in 0..LANES {
+                        e[k] = (-c[k]).fast_exp::<L>();
+                    }
                 }
                 [e]
             },
@@ -82,7 +68,7 @@ pub fn read_bandwidth(megabytes: usize, threads: usize, reps: usize) -> Result<f
     let (t, sink) = median_time(reps, || {
         pool.install(|| {
             buf.par_chunks(part)
-                .map(|c| dispatch(SumRow(c)))
+                .map(|c| dispatch(SumRow::<false>(c)))
                 .sum::<f64>()
         })
     });
@@ -102,7 +88,7 @@ pub fn exp_cost(reps: usize) -> Result<f64, KdError> {
     let inner = 64;
     let (t, sink) = median_time(reps, || {
         (0..inner)
-            .map(|_| dispatch(ExpRow(std::hint::black_box(&row))))
+            .map(|_| dispatch(SumRow::<true>(std::hint::black_box(&row))))
             .sum()
     });
     if !sink.is_finite() {
