@@ -14,7 +14,12 @@ import kdloss
 import pytest
 
 TESTS = Path(__file__).resolve().parent
-NUMERIC_TESTS = ["test_parity.py", "test_special_values.py", "test_gradient.py"]
+NUMERIC_TESTS = [
+    "test_parity.py",
+    "test_special_values.py",
+    "test_gradient.py",
+    "test_long_rows.py",
+]
 
 
 def _levels() -> list[str]:

@@ -3,7 +3,7 @@
 
 use ndarray::{ArrayView1, ArrayView2};
 
-use super::distill::{row_grad, row_stats, GradWeights, RowParams};
+use super::distill::{keep_len, row_grad, row_stats, GradWeights, RowParams};
 use super::float::{Float, Level};
 use super::row::{Chunk, LANES};
 use super::simd::{dispatch, Kernel};
@@ -99,10 +99,10 @@ impl<T: Float, const KL: bool, const CE: bool, const POW: u32> Kernel
         let n = self.s.len();
         let keep = match self.grad {
             Some(_) => {
-                if self.keep.len() < 3 * n {
-                    self.keep.resize(3 * n, T::ZERO);
+                if self.keep.len() < keep_len::<T>(n) {
+                    self.keep.resize(keep_len::<T>(n), T::ZERO);
                 }
-                Some(&mut self.keep[..3 * n])
+                Some(&mut self.keep[..keep_len::<T>(n)])
             }
             None => None,
         };
@@ -118,7 +118,8 @@ impl<T: Float, const KL: bool, const CE: bool, const POW: u32> Kernel
         }
         if let Some(g) = self.grad {
             let stream = c.stream;
-            row_grad::<T, L, KL, CE, POW>(&self.keep[..3 * n], &st, c.grad, self.label, g, stream);
+            let kept = &self.keep[..keep_len::<T>(n)];
+            row_grad::<T, L, KL, CE, POW>(kept, &st, c.params, c.grad, self.label, g, stream);
         }
         loss
     }
