@@ -13,7 +13,8 @@ use super::float::{store_fence, Float, Level};
 use super::row::{fold2_keep, map3, max2, Chunk, LANES};
 
 /// Which terms a row computes, fixed at compile time so that unused work is not even emitted.
-/// `POW` is the integer temperature used to get `e^z1` from `e^zs`, or 0 to compute it.
+/// `POW` is the integer temperature used to get `e^z1` from `e^zs`, or 0 to compute it (with
+/// KL alone, T = 1, 2 or 4 is still passed on, for the scaling of the logits).
 #[derive(Clone, Copy, Debug)]
 pub struct Terms<const KL: bool, const CE: bool, const POW: u32>;
 
@@ -86,11 +87,19 @@ fn chunk_exps<T: Float, L: Level, const KL: bool, const CE: bool, const POW: u32
     let mut zt = [T::ZERO; LANES];
     let mut et = [T::ZERO; LANES];
     let mut e1 = [T::ZERO; LANES];
+    // With an FMA and 1/T a power of two, `x·(1/T) − m·(1/T)` in one rounding is the same
+    // number as `(x − m)·(1/T)`, in one operation instead of two.
+    let fold = L::FMA && matches!(POW, 1 | 2 | 4);
     for k in 0..LANES {
         if KL {
-            zs[k] = (cs[k] - max_s[k]) * inv_t;
+            if fold {
+                zs[k] = T::madd::<L>(cs[k], inv_t, -(max_s[k] * inv_t));
+                zt[k] = T::madd::<L>(ct[k], inv_t, -(max_t[k] * inv_t));
+            } else {
+                zs[k] = (cs[k] - max_s[k]) * inv_t;
+                zt[k] = (ct[k] - max_t[k]) * inv_t;
+            }
             es[k] = zs[k].fast_exp::<L>();
-            zt[k] = (ct[k] - max_t[k]) * inv_t;
             et[k] = zt[k].fast_exp::<L>();
         }
         if CE {

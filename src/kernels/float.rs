@@ -183,9 +183,10 @@ impl Float for f32 {
         const LOG2E: f32 = std::f32::consts::LOG2_E;
         const LN2_HI: f32 = 0.693_359_4;
         const LN2_LO: f32 = -2.121_944_4e-4;
-        // 1.5 * 2^23: adding it rounds to the nearest integer, which lands in the low mantissa
-        // bits; this avoids a float-to-int conversion and a rounding instruction (not in SSE2).
-        const ROUND: f32 = 12_582_912.0;
+        // 1.5 * 2^23 + 127: adding it rounds to the nearest integer, which lands in the low
+        // mantissa bits already biased as an exponent; this avoids a float-to-int conversion
+        // and a rounding instruction (not in SSE2).
+        const ROUND: f32 = 12_583_039.0;
         // Below LO, n < -126 and 2^n is not a normal number: the result is flushed to 0 by the
         // final select, which also discards whatever the steps below made of such an x (-inf
         // gives NaN there), so x needs no clamping first.
@@ -203,8 +204,9 @@ impl Float for f32 {
         p = Self::madd::<L>(p, r, 5.000_000_1e-1);
         let r2 = r * r;
         let y = Self::madd::<L>(p, r2, r) + 1.0;
-        // t's low bits hold n; (n + 127) << 23 is 2^n, the high bits of t shift out.
-        let scale = f32::from_bits(t.to_bits().wrapping_add(127).wrapping_shl(23));
+        // t's low bits hold n + 127; shifted into the exponent field they make 2^n, and the
+        // high bits of t shift out.
+        let scale = f32::from_bits(t.to_bits().wrapping_shl(23));
         let e = y * scale;
         if x < LO {
             0.0
@@ -261,8 +263,8 @@ impl Float for f64 {
         const LOG2E: f64 = std::f64::consts::LOG2_E;
         const LN2_HI: f64 = 6.931_457_519_531_25e-1;
         const LN2_LO: f64 = 1.428_606_820_309_417_232e-6;
-        // 1.5 * 2^52; below LO the final select gives 0, as for f32.
-        const ROUND: f64 = 6_755_399_441_055_744.0;
+        // 1.5 * 2^52 + 1023, as for f32; below LO the final select gives 0.
+        const ROUND: f64 = 6_755_399_441_056_767.0;
         const LO: f64 = -708.3;
         let x = self;
         let t = Self::madd::<L>(x, LOG2E, ROUND);
@@ -279,7 +281,7 @@ impl Float for f64 {
         q = Self::madd::<L>(q, r2, 2.272_655_482_081_550_287_66e-1);
         q = Self::madd::<L>(q, r2, 2.0);
         let y = Self::madd::<L>(2.0, p / (q - p), 1.0);
-        let scale = f64::from_bits(t.to_bits().wrapping_add(1023).wrapping_shl(52));
+        let scale = f64::from_bits(t.to_bits().wrapping_shl(52));
         let e = y * scale;
         if x < LO {
             0.0
