@@ -180,3 +180,28 @@ def test_grad_of_masked_classes_is_zero() -> None:
             s, t, y, temperature=2.0, alpha=0.5, reduction=reduction
         )
         np.testing.assert_allclose(grad, want, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("classes", [4000, 4001])
+def test_large_gradient_into_out_at_every_alignment(dtype: Any, classes: int) -> None:
+    """A gradient this large is written with non-temporal stores, as wide as the alignment of
+    each row allows; every alignment gives the same numbers as a fresh array."""
+    rng = np.random.default_rng(5)
+    rows = (9 << 20) // (classes * np.dtype(dtype).itemsize)  # over 8 MiB
+    s = logits(rng, (rows, classes), dtype)
+    t = logits(rng, (rows, classes), dtype)
+    y = labels(rng, (rows,), classes)
+    kd = kdloss.DistillationLoss(2.0, 0.5)
+    loss, grad = kd.forward_backward(s, t, y)
+    itemsize = np.dtype(dtype).itemsize
+    buf = np.full(rows * classes + 64, np.nan, dtype=dtype)
+    base = (-buf.ctypes.data % 64) // itemsize  # the first element on a 64-byte line
+    for skew in sorted({0, 8 // itemsize, 16 // itemsize, 32 // itemsize, 48 // itemsize}):
+        start = base + skew
+        out = buf[start : start + rows * classes].reshape(rows, classes)
+        out.fill(np.nan)
+        loss2, grad2 = kd.forward_backward(s, t, y, out=out)
+        assert grad2 is out
+        assert loss2 == loss
+        np.testing.assert_array_equal(out, grad)

@@ -420,7 +420,7 @@ pub fn row_grad<T: Float, L: Level, const KL: bool, const CE: bool, const POW: u
         let cs_ = T::from_f64(a_s * scale(up_s * p.inv_t));
         let ct_ = T::from_f64(a_t * scale(up_t * p.inv_t));
         let c1_ = T::from_f64(a_1 * scale(up_s));
-        map3(
+        map3::<T, L>(
             &es[lo..hi],
             &et[lo..hi],
             &e1[lo..hi],

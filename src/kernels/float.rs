@@ -11,6 +11,8 @@ use std::ops::{Add, Mul, Neg, Sub};
 /// multiply-add would be a slow software call, so the portable level keeps them separate.
 pub trait Level: Copy + Send + Sync + 'static {
     const FMA: bool;
+    /// The widest non-temporal store, in bytes (0: none, plain stores).
+    const STREAM_BYTES: usize;
 }
 
 /// A floating-point element type the kernels run on (f32 or f64).
@@ -62,12 +64,6 @@ pub trait Float:
     /// `a * b + c`, fused where the level has FMA.
     fn madd<L: Level>(a: Self, b: Self, c: Self) -> Self;
 
-    /// Copies `src` into `dst` (equal lengths, a multiple of 16 bytes) with non-temporal stores
-    /// where the platform has them and `dst` is 16-byte aligned, plain stores otherwise.
-    /// Non-temporal stores write whole lines to memory without first reading them, which is a
-    /// third of the traffic of a large output; callers finish with `store_fence`.
-    fn stream_copy(dst: &mut [Self], src: &[Self]);
-
     /// `e^x` to about one ulp for `x <= 0`, written without branches or libm calls so that
     /// loops over it vectorize. `-inf` and arguments whose result is below the smallest normal
     /// number give exactly 0; NaN stays NaN. Positive arguments are outside its contract (the
@@ -86,10 +82,57 @@ pub fn store_fence() {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
+/// Copies `src` into `dst` (equal lengths) with non-temporal stores, as wide as `L` has and
+/// the alignment of `dst` allows; with plain stores where it allows none. Non-temporal stores
+/// write whole lines to memory without first reading them, which is a third of the traffic
+/// of a large output; callers finish with `store_fence`.
 #[inline(always)]
-fn aligned16<T>(p: *const T) -> bool {
-    (p as usize).is_multiple_of(16)
+pub fn stream_copy<L: Level, T: Copy>(dst: &mut [T], src: &[T]) {
+    debug_assert_eq!(dst.len(), src.len());
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{
+            __m128i, __m256i, __m512i, _mm256_loadu_si256, _mm256_stream_si256, _mm512_loadu_si512,
+            _mm512_stream_si512, _mm_loadu_si128, _mm_stream_si128,
+        };
+        let bytes = std::mem::size_of_val(dst).min(std::mem::size_of_val(src));
+        let d = dst.as_mut_ptr().cast::<u8>();
+        let s = src.as_ptr().cast::<u8>();
+        let fits = |w: usize| {
+            L::STREAM_BYTES >= w && (d as usize).is_multiple_of(w) && bytes.is_multiple_of(w)
+        };
+        // SAFETY (all three): every access is within the `bytes` both slices hold, stores are
+        // aligned to their width (checked above), and `L` has the instructions (AVX-512 for
+        // 64 bytes, AVX for 32; SSE2, baseline on x86-64, for 16).
+        if fits(64) {
+            for o in (0..bytes).step_by(64) {
+                unsafe {
+                    let v = _mm512_loadu_si512(s.add(o).cast::<__m512i>());
+                    _mm512_stream_si512(d.add(o).cast::<__m512i>(), v);
+                }
+            }
+            return;
+        }
+        if fits(32) {
+            for o in (0..bytes).step_by(32) {
+                unsafe {
+                    let v = _mm256_loadu_si256(s.add(o).cast::<__m256i>());
+                    _mm256_stream_si256(d.add(o).cast::<__m256i>(), v);
+                }
+            }
+            return;
+        }
+        if fits(16) {
+            for o in (0..bytes).step_by(16) {
+                unsafe {
+                    let v = _mm_loadu_si128(s.add(o).cast::<__m128i>());
+                    _mm_stream_si128(d.add(o).cast::<__m128i>(), v);
+                }
+            }
+            return;
+        }
+    }
+    dst.copy_from_slice(src);
 }
 
 /// Natural log of a positive normal `x` (or +inf, or NaN, returned as they are) to about one
@@ -160,21 +203,6 @@ impl Float for f32 {
         }
     }
 
-    #[inline(always)]
-    fn stream_copy(dst: &mut [Self], src: &[Self]) {
-        #[cfg(target_arch = "x86_64")]
-        if dst.len() == src.len() && dst.len().is_multiple_of(4) && aligned16(dst.as_ptr()) {
-            use std::arch::x86_64::{_mm_loadu_ps, _mm_stream_ps};
-            for (d, s) in dst.chunks_exact_mut(4).zip(src.chunks_exact(4)) {
-                // SAFETY: `d` and `s` hold 4 f32 each and `d` is 16-byte aligned (checked
-                // for the start; chunks of 16 bytes keep it); SSE is baseline on x86-64.
-                unsafe { _mm_stream_ps(d.as_mut_ptr(), _mm_loadu_ps(s.as_ptr())) };
-            }
-            return;
-        }
-        dst.copy_from_slice(src);
-    }
-
     // The coefficients are Cephes' as published; rounding them to f32 is the compiler's job.
     #[allow(clippy::excessive_precision)]
     #[inline(always)]
@@ -242,20 +270,6 @@ impl Float for f64 {
         }
     }
 
-    #[inline(always)]
-    fn stream_copy(dst: &mut [Self], src: &[Self]) {
-        #[cfg(target_arch = "x86_64")]
-        if dst.len() == src.len() && dst.len().is_multiple_of(2) && aligned16(dst.as_ptr()) {
-            use std::arch::x86_64::{_mm_loadu_pd, _mm_stream_pd};
-            for (d, s) in dst.chunks_exact_mut(2).zip(src.chunks_exact(2)) {
-                // SAFETY: as for f32, with 2 f64 per 16 bytes.
-                unsafe { _mm_stream_pd(d.as_mut_ptr(), _mm_loadu_pd(s.as_ptr())) };
-            }
-            return;
-        }
-        dst.copy_from_slice(src);
-    }
-
     #[allow(clippy::excessive_precision)]
     #[inline(always)]
     fn fast_exp<L: Level>(self) -> Self {
@@ -299,11 +313,13 @@ mod tests {
     struct Plain;
     impl Level for Plain {
         const FMA: bool = false;
+        const STREAM_BYTES: usize = 16;
     }
     #[derive(Clone, Copy)]
     struct Fused;
     impl Level for Fused {
         const FMA: bool = true;
+        const STREAM_BYTES: usize = 16;
     }
 
     fn ulp_f32(a: f32, exact: f64) -> f64 {

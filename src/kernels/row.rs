@@ -7,7 +7,7 @@
 //! block and in f64 across blocks, then added in a fixed order: the result depends only on the
 //! row, never on threads.
 
-use super::float::Float;
+use super::float::{stream_copy, Float, Level};
 
 /// Elements per step; 16 f32 fill one AVX-512 register, two AVX2 ones.
 pub const LANES: usize = 16;
@@ -213,7 +213,7 @@ pub fn max2<T: Float>(a: &[T], b: &[T]) -> (T, T) {
 /// Writes `step(chunk of a, chunk of b, chunk of c)` over `out` (all of equal length); with
 /// `stream`, by non-temporal stores for the whole chunks (the caller fences).
 #[inline(always)]
-pub fn map3<T: Float>(
+pub fn map3<T: Float, L: Level>(
     a: &[T],
     b: &[T],
     c: &[T],
@@ -224,15 +224,21 @@ pub fn map3<T: Float>(
     debug_assert!(a.len() == b.len() && a.len() == c.len() && a.len() == out.len());
     let n = a.len();
     let full = n - n % LANES;
+    // Two loops rather than a branch in one: the 16-byte streaming stores would otherwise
+    // narrow the vectors of the plain loop too.
     let mut i = 0;
-    while i < full {
-        let r = step(chunk(a, i), chunk(b, i), chunk(c, i));
-        if stream {
-            T::stream_copy(&mut out[i..i + LANES], &r);
-        } else {
-            out[i..i + LANES].copy_from_slice(&r);
+    if stream {
+        while i < full {
+            let r = step(chunk(a, i), chunk(b, i), chunk(c, i));
+            stream_copy::<L, T>(&mut out[i..i + LANES], &r);
+            i += LANES;
         }
-        i += LANES;
+    } else {
+        while i < full {
+            let r = step(chunk(a, i), chunk(b, i), chunk(c, i));
+            out[i..i + LANES].copy_from_slice(&r);
+            i += LANES;
+        }
     }
     if full < n {
         let r = step(
@@ -246,13 +252,13 @@ pub fn map3<T: Float>(
 
 /// Writes `step(chunk of a, chunk of b)` over `out` (all three of equal length).
 #[inline(always)]
-pub fn map2<T: Float>(
+pub fn map2<T: Float, L: Level>(
     a: &[T],
     b: &[T],
     out: &mut [T],
     step: impl Fn(&Chunk<T>, &Chunk<T>) -> Chunk<T>,
 ) {
-    map3(
+    map3::<T, L>(
         a,
         b,
         b,
@@ -307,7 +313,7 @@ mod tests {
         for n in [0usize, 3, 16, 19, 64] {
             let a: Vec<f32> = (0..n).map(|i| i as f32).collect();
             let mut out = vec![f32::NAN; n];
-            map2(&a, &a, &mut out, |ca, cb| {
+            map2::<f32, crate::kernels::simd::ScalarLevel>(&a, &a, &mut out, |ca, cb| {
                 let mut r = [0.0f32; LANES];
                 for k in 0..LANES {
                     r[k] = ca[k] + cb[k];

@@ -114,24 +114,28 @@ pub fn set_active(level: Simd) -> Result<(), KdError> {
 pub struct ScalarLevel;
 impl Level for ScalarLevel {
     const FMA: bool = false;
+    const STREAM_BYTES: usize = 16;
 }
 
 #[derive(Clone, Copy, Debug)]
 pub struct Avx2Level;
 impl Level for Avx2Level {
     const FMA: bool = true;
+    const STREAM_BYTES: usize = 32;
 }
 
 #[derive(Clone, Copy, Debug)]
 pub struct Avx512Level;
 impl Level for Avx512Level {
     const FMA: bool = true;
+    const STREAM_BYTES: usize = 64;
 }
 
 #[derive(Clone, Copy, Debug)]
 pub struct NeonLevel;
 impl Level for NeonLevel {
     const FMA: bool = true;
+    const STREAM_BYTES: usize = 0;
 }
 
 /// A unit of kernel work (one row, typically) whose body is generic over the level.

@@ -50,7 +50,7 @@ impl<T: Float, const LOG: bool> Kernel for SoftmaxRow<'_, T, LOG> {
             );
             // (x - max)/T - ln(sum): the large terms cancel before the small one is added.
             let log_sum = T::from_f64(sum.ln());
-            map2(
+            map2::<T, L>(
                 x,
                 x,
                 out,
