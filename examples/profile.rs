@@ -31,10 +31,20 @@ fn main() {
         Ok("grad") => &[true],
         _ => &[false, true],
     };
+    let cold_mb: usize = std::env::var("COLD")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut evict = vec![0f32; cold_mb << 18];
     for &grad in modes {
         let mut times = Vec::new();
         let reps = (300_000_000 / (b * c)).clamp(15, 3000);
         for _ in 0..reps {
+            // COLD=MB: write that many MB of other data before each call, as the work between
+            // calls of a real program does (evicting the inputs from L2, or further).
+            for v in evict.iter_mut() {
+                *v += 1.0;
+            }
             let t0 = std::time::Instant::now();
             let gr = if grad { Some(&mut *g) } else { None };
             let _ = distillation(&cfg, s.view(), t.view(), Some(y.view()), gr).unwrap();
