@@ -101,36 +101,22 @@ pub fn stream_copy<L: Level, T: Copy>(dst: &mut [T], src: &[T]) {
         let fits = |w: usize| {
             L::STREAM_BYTES >= w && (d as usize).is_multiple_of(w) && bytes.is_multiple_of(w)
         };
-        // SAFETY (all three): every access is within the `bytes` both slices hold, stores are
-        // aligned to their width (checked above), and `L` has the instructions (AVX-512 for
-        // 64 bytes, AVX for 32; SSE2, baseline on x86-64, for 16).
-        if fits(64) {
-            for o in (0..bytes).step_by(64) {
-                unsafe {
-                    let v = _mm512_loadu_si512(s.add(o).cast::<__m512i>());
-                    _mm512_stream_si512(d.add(o).cast::<__m512i>(), v);
+        // SAFETY (each width): every access is within the `bytes` both slices hold, stores are
+        // aligned to their width (checked by `fits`), and `L` has the instructions (AVX-512
+        // for 64 bytes, AVX for 32; SSE2, baseline on x86-64, for 16).
+        macro_rules! stream {
+            ($w:literal, $v:ty, $load:ident, $store:ident) => {
+                if fits($w) {
+                    for o in (0..bytes).step_by($w) {
+                        unsafe { $store(d.add(o).cast::<$v>(), $load(s.add(o).cast::<$v>())) };
+                    }
+                    return;
                 }
-            }
-            return;
+            };
         }
-        if fits(32) {
-            for o in (0..bytes).step_by(32) {
-                unsafe {
-                    let v = _mm256_loadu_si256(s.add(o).cast::<__m256i>());
-                    _mm256_stream_si256(d.add(o).cast::<__m256i>(), v);
-                }
-            }
-            return;
-        }
-        if fits(16) {
-            for o in (0..bytes).step_by(16) {
-                unsafe {
-                    let v = _mm_loadu_si128(s.add(o).cast::<__m128i>());
-                    _mm_stream_si128(d.add(o).cast::<__m128i>(), v);
-                }
-            }
-            return;
-        }
+        stream!(64, __m512i, _mm512_loadu_si512, _mm512_stream_si512);
+        stream!(32, __m256i, _mm256_loadu_si256, _mm256_stream_si256);
+        stream!(16, __m128i, _mm_loadu_si128, _mm_stream_si128);
     }
     dst.copy_from_slice(src);
 }
