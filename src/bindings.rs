@@ -15,6 +15,7 @@ use pyo3::types::{PyDict, PyFloat};
 use crate::error::KdError;
 use crate::kernels::{self, simd, Distillation, Float, Loss, Reduction, Simd};
 use crate::parallel;
+use crate::pool;
 
 /// Below this many elements the GIL is kept: releasing and re-taking it costs more than the
 /// kernel, and no other Python thread would get meaningful time in between.
@@ -50,19 +51,79 @@ fn loss_to_py<'py, T: Float + Element>(py: Python<'py>, loss: Loss<T>) -> Bound<
     }
 }
 
-/// A C-contiguous, writeable `(rows, classes)` array of `T` for the kernel to fill: `out` if
-/// given (checked), else a fresh uninitialized one (every element gets written).
-fn output<'py, T: Float + Element>(
+/// The owner of a pooled output array's memory (the array's `base`): when Python frees it,
+/// the buffer goes back to `pool` for the next output of its size.
+#[pyclass(frozen, module = "kdloss._core")]
+pub struct OutputBuffer {
+    buf: Option<pool::Buffer>,
+}
+
+impl Drop for OutputBuffer {
+    fn drop(&mut self) {
+        if let Some(buf) = self.buf.take() {
+            pool::give_back(buf);
+        }
+    }
+}
+
+/// A fresh `(rows, classes)` output: a pooled buffer for the kernel to fill, or `None` when
+/// empty (then `output` makes an ordinary empty array).
+fn pooled<T>(rows: usize, classes: usize) -> Option<pool::Buffer> {
+    let bytes = rows * classes * std::mem::size_of::<T>();
+    (bytes > 0).then(|| pool::take(bytes))
+}
+
+/// Hands a filled pooled buffer to Python as a `(rows, classes)` array that owns it.
+fn pooled_array<'py, T: Float + Element>(
+    py: Python<'py>,
+    buf: pool::Buffer,
+    rows: usize,
+    classes: usize,
+) -> PyResult<Bound<'py, PyArray2<T>>> {
+    debug_assert_eq!(buf.bytes(), rows * classes * std::mem::size_of::<T>());
+    // SAFETY: the buffer holds rows·classes elements of T, aligned, all written by the kernel;
+    // it stays where it is (a heap block) while the owner below keeps it.
+    let view = unsafe { ArrayView2::from_shape_ptr((rows, classes), buf.as_ptr::<T>()) };
+    let owner = Bound::new(py, OutputBuffer { buf: Some(buf) })?;
+    // SAFETY: `owner` becomes the array's base, so the memory lives as long as the array.
+    Ok(unsafe { PyArray2::borrow_from_array(&view, owner.into_any()) })
+}
+
+/// Runs `fill` on a fresh `(rows, classes)` output of `T` (every element gets written) and
+/// returns it as an array, from the pool when not empty.
+fn fresh_output<'py, T: Float + Element, R>(
     py: Python<'py>,
     rows: usize,
     classes: usize,
-    out: Option<Bound<'py, PyAny>>,
+    fill: impl FnOnce(&mut [T]) -> PyResult<R>,
+) -> PyResult<(R, Bound<'py, PyArray2<T>>)> {
+    match pooled::<T>(rows, classes) {
+        Some(mut buf) => {
+            // SAFETY: sized for rows·classes elements; `fill` writes them all before the array
+            // exists, and on an error the buffer goes back unseen.
+            let r = fill(unsafe { buf.as_mut_slice::<T>(rows * classes) });
+            match r {
+                Ok(r) => Ok((r, pooled_array(py, buf, rows, classes)?)),
+                Err(e) => {
+                    pool::give_back(buf);
+                    Err(e)
+                }
+            }
+        }
+        None => {
+            let arr = PyArray2::<T>::zeros(py, [rows, classes], false);
+            Ok((fill(&mut [])?, arr))
+        }
+    }
+}
+
+/// `out` as a C-contiguous, writeable `(rows, classes)` array of `T` for the kernel to fill,
+/// after checking it.
+fn output<'py, T: Float + Element>(
+    rows: usize,
+    classes: usize,
+    out: Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyArray2<T>>> {
-    let Some(out) = out else {
-        // SAFETY: the kernels write every element before the array is handed to Python; on an
-        // error it is dropped unseen.
-        return Ok(unsafe { PyArray2::<T>::new(py, [rows, classes], false) });
-    };
     let arr = out.cast_into::<PyArray2<T>>().map_err(|e| {
         let got = e.into_inner();
         let got = got.repr().map(|r| r.to_string()).unwrap_or_default();
@@ -105,7 +166,15 @@ fn distill_typed<'py, T: Float + Element>(
         })?;
         return Ok((loss_to_py(py, loss), None));
     }
-    let grad = output::<T>(py, rows, classes, out)?;
+    let Some(out) = out else {
+        let (loss, grad) = fresh_output::<T, _>(py, rows, classes, |g| {
+            Ok(compute(py, sv.len(), || {
+                kernels::distillation(&cfg, sv, tv, lv, Some(g))
+            })?)
+        })?;
+        return Ok((loss_to_py(py, loss), Some(grad.into_any())));
+    };
+    let grad = output::<T>(rows, classes, out)?;
     let loss = {
         let mut rw = grad.try_readwrite().map_err(|_| {
             KdError::value("out must be writeable and must not be one of the inputs")
@@ -216,16 +285,11 @@ fn softmax_typed<'py, T: Float + Element>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let xv = x.as_array();
     let (rows, classes) = xv.dim();
-    let out = output::<T>(py, rows, classes, None)?;
-    {
-        let mut rw = out.readwrite();
-        let o = rw
-            .as_slice_mut()
-            .map_err(|_| KdError::value("internal: fresh output is not contiguous"))?;
-        compute(py, xv.len(), || {
+    let ((), out) = fresh_output::<T, _>(py, rows, classes, |o| {
+        Ok(compute(py, xv.len(), || {
             kernels::softmax_into(xv, temperature, log, o)
-        })?;
-    }
+        })?)
+    })?;
     Ok(out.into_any())
 }
 
@@ -305,4 +369,16 @@ pub fn probe_bandwidth(
 #[pyo3(signature = (reps=21))]
 pub fn probe_exp(py: Python<'_>, reps: usize) -> PyResult<f64> {
     Ok(py.detach(|| kernels::probe::exp_cost(reps))?)
+}
+
+/// Frees the output buffers kept for reuse.
+#[pyfunction]
+pub fn empty_cache() {
+    pool::clear();
+}
+
+/// Bytes of output buffers kept for reuse.
+#[pyfunction]
+pub fn cached_bytes() -> usize {
+    pool::cached_bytes()
 }

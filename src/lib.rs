@@ -6,6 +6,7 @@
 pub mod error;
 pub mod kernels;
 pub mod parallel;
+pub mod pool;
 
 #[cfg(feature = "python")]
 mod bindings;
@@ -15,8 +16,9 @@ mod bindings;
 mod _core {
     #[pymodule_export]
     use crate::bindings::{
-        build_info, cross_entropy, distillation, get_num_threads, kl_divergence, probe_bandwidth,
-        probe_exp, set_num_threads, set_simd, softmax, validate,
+        build_info, cached_bytes, cross_entropy, distillation, empty_cache, get_num_threads,
+        kl_divergence, probe_bandwidth, probe_exp, set_num_threads, set_simd, softmax, validate,
+        OutputBuffer,
     };
 
     use pyo3::prelude::*;

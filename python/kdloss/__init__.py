@@ -32,6 +32,7 @@ __all__ = [
     "cross_entropy",
     "distillation_loss",
     "distillation_loss_and_grad",
+    "empty_cache",
     "get_num_threads",
     "kl_divergence",
     "log_softmax",
@@ -47,6 +48,16 @@ def set_num_threads(n: int) -> None:
     if isinstance(n, bool) or not isinstance(n, int):
         raise TypeError(f"n must be an int, got {type(n).__name__} {n!r}")
     _core.set_num_threads(n)
+
+
+def empty_cache() -> None:
+    """Free the output buffers kept for reuse.
+
+    Gradients and softmax outputs that Python has freed are kept (a few, up to 64 MB in all)
+    and handed out again for the next output of the same size, which then costs no page
+    faults. This gives that memory back to the system.
+    """
+    _core.empty_cache()
 
 
 def get_num_threads() -> int:

@@ -1,13 +1,16 @@
-from typing import Any
+from typing import Any, final
 
 import numpy as np
 from numpy.typing import NDArray
 
 __all__ = [
+    "OutputBuffer",
     "__version__",
     "build_info",
+    "cached_bytes",
     "cross_entropy",
     "distillation",
+    "empty_cache",
     "get_num_threads",
     "kl_divergence",
     "probe_bandwidth",
@@ -54,3 +57,8 @@ def build_info() -> dict[str, Any]: ...
 def validate(temperature: float, alpha: float, reduction: str) -> None: ...
 def probe_bandwidth(megabytes: int = 256, threads: int = 1, reps: int = 7) -> float: ...
 def probe_exp(reps: int = 21) -> float: ...
+def empty_cache() -> None: ...
+def cached_bytes() -> int: ...
+
+@final
+class OutputBuffer: ...
