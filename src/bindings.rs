@@ -66,11 +66,11 @@ impl Drop for OutputBuffer {
     }
 }
 
-/// A fresh `(rows, classes)` output: a pooled buffer for the kernel to fill, or `None` when
-/// empty (then `output` makes an ordinary empty array).
+/// A pooled buffer for a fresh `(rows, classes)` output of at least `pool::MIN_BYTES`, or
+/// `None` for a smaller one (then an ordinary NumPy array is made).
 fn pooled<T>(rows: usize, classes: usize) -> Option<pool::Buffer> {
     let bytes = rows * classes * std::mem::size_of::<T>();
-    (bytes > 0).then(|| pool::take(bytes))
+    (bytes >= pool::MIN_BYTES).then(|| pool::take(bytes))
 }
 
 /// Hands a filled pooled buffer to Python as a `(rows, classes)` array that owns it.
@@ -90,7 +90,7 @@ fn pooled_array<'py, T: Float + Element>(
 }
 
 /// Runs `fill` on a fresh `(rows, classes)` output of `T` (every element gets written) and
-/// returns it as an array, from the pool when not empty.
+/// returns it as an array, its memory from the pool when it is large.
 fn fresh_output<'py, T: Float + Element, R>(
     py: Python<'py>,
     rows: usize,
@@ -111,8 +111,17 @@ fn fresh_output<'py, T: Float + Element, R>(
             }
         }
         None => {
-            let arr = PyArray2::<T>::zeros(py, [rows, classes], false);
-            Ok((fill(&mut [])?, arr))
+            // SAFETY: `fill` writes every element before the array is handed to Python; on an
+            // error it is dropped unseen.
+            let arr = unsafe { PyArray2::<T>::new(py, [rows, classes], false) };
+            let r = {
+                let mut rw = arr.readwrite();
+                let o = rw
+                    .as_slice_mut()
+                    .map_err(|_| KdError::value("internal: fresh output is not contiguous"))?;
+                fill(o)?
+            };
+            Ok((r, arr))
         }
     }
 }

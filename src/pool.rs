@@ -1,10 +1,14 @@
 //! Output buffers, and a small cache of the ones given back.
 //!
-//! A freshly allocated output of a few hundred kilobytes or more usually comes straight from
-//! the kernel, one page fault per 4 KB on first touch: about 30 µs for a 256 KB gradient, a
-//! third of a (64, 1000) call, and 2 ms for a 32 MB one. A training loop asks for an output of
-//! the same size every step and drops the last one, so buffers dropped by their owners are kept
-//! here (a few, up to `CACHE_BYTES` in all) and handed out again for the same size.
+//! An output of many megabytes is allocated straight from the kernel, one page fault per 4 KB
+//! on first touch: about 2 ms for a 32 MB gradient, a third of the call. A training loop asks
+//! for an output of the same size every step and drops the last one, so buffers dropped by
+//! their owners are kept here (a few, up to `CACHE_BYTES` in all) and handed out again for the
+//! same size. Only outputs of at least `MIN_BYTES` come from here: smaller ones are best left
+//! to the system allocator, which usually hands back memory another library just used (still
+//! in cache), where a buffer kept here has gone cold and every plain store to it would first
+//! read its line from memory. (The kernels write outputs this large with non-temporal stores,
+//! which do not read the lines.)
 
 use std::alloc::{alloc, dealloc, handle_alloc_error, Layout};
 use std::ptr::NonNull;
@@ -12,6 +16,8 @@ use std::sync::{Mutex, MutexGuard};
 
 /// Alignment of every buffer: a cache line, the widest non-temporal store.
 const ALIGN: usize = 64;
+/// The smallest output worth keeping: the size from which gradients are streamed.
+pub const MIN_BYTES: usize = crate::kernels::loss::STREAM_MIN_BYTES;
 /// Buffers kept at most, and their total size at most.
 const CACHE_BUFFERS: usize = 4;
 const CACHE_BYTES: usize = 64 << 20;

@@ -1,4 +1,7 @@
-"""Fresh outputs (gradients, softmax) come from a small cache of the buffers Python freed."""
+"""Large fresh outputs (gradients, softmax) come from a small cache of the buffers Python freed.
+
+From 8 MiB up; smaller outputs are ordinary NumPy arrays.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import numpy as np
 import pytest
 from kdloss import _core, reference
 
-SHAPE = (64, 1000)
+SHAPE = (256, 8192)  # 8 MiB of float32: the smallest output that is cached
 
 
 def _inputs(dtype: Any = np.float32) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -32,6 +35,13 @@ OUTPUTS: dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]] =
     "softmax": lambda s, t, y: kdloss.softmax(s, temperature=2.0),
     "log_softmax": lambda s, t, y: kdloss.log_softmax(s),
 }
+
+
+def _owner(a: np.ndarray) -> object:
+    """What owns the memory of ``a``: the base at the end of its chain of views, or None."""
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return a.base
 
 
 @pytest.fixture(autouse=True)
@@ -108,7 +118,7 @@ def test_outputs_survive_pickling_and_views() -> None:
 def test_the_cache_stays_small_and_empty_cache_frees_it() -> None:
     rng = np.random.default_rng(0)
     for rows in range(1, 40):
-        x = rng.standard_normal((rows * 97, 1003)).astype(np.float32)
+        x = rng.standard_normal((2100 + rows * 50, 1003)).astype(np.float32)
         kdloss.softmax(x)  # dropped at once
         assert _core.cached_bytes() <= 64 << 20
     big = np.zeros((1100, 16384), dtype=np.float32)  # 72 MB: more than the whole cache
@@ -119,6 +129,19 @@ def test_the_cache_stays_small_and_empty_cache_frees_it() -> None:
     assert _core.cached_bytes() > 0
     kdloss.empty_cache()
     assert _core.cached_bytes() == 0
+
+
+@pytest.mark.parametrize("make", OUTPUTS.values(), ids=OUTPUTS.keys())
+def test_small_outputs_are_ordinary_arrays(make: Any) -> None:
+    s, t, y = _inputs()
+    out = make(s[:100], t[:100], y[:100])  # 3.1 MiB
+    assert _owner(out) is None
+    big = make(s, t, y)
+    assert isinstance(_owner(big), _core.OutputBuffer)
+    del big
+    del out
+    gc.collect()
+    assert _core.cached_bytes() == s.nbytes
 
 
 def test_empty_outputs() -> None:

@@ -53,9 +53,9 @@ def set_num_threads(n: int) -> None:
 def empty_cache() -> None:
     """Free the output buffers kept for reuse.
 
-    Gradients and softmax outputs that Python has freed are kept (a few, up to 64 MB in all)
-    and handed out again for the next output of the same size, which then costs no page
-    faults. This gives that memory back to the system.
+    Gradients and softmax outputs of 8 MiB or more that Python has freed are kept (up to four,
+    64 MiB in all) and handed out again for the next output of the same size, which then costs
+    no page faults. This gives that memory back to the system.
     """
     _core.empty_cache()
 

@@ -16,7 +16,7 @@ use crate::parallel::{for_each_block, for_each_row, row_of};
 
 /// Gradients at least this large are written with non-temporal stores: they cannot stay in a
 /// core's cache anyway, and plain stores would first read every line they overwrite.
-const STREAM_MIN_BYTES: usize = 8 << 20;
+pub const STREAM_MIN_BYTES: usize = 8 << 20;
 
 /// The distillation loss `alpha·T²·KL(softmax(t/T) || softmax(s/T)) + (1 − alpha)·CE(s, y)`.
 #[derive(Clone, Copy, Debug, PartialEq)]
