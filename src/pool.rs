@@ -7,8 +7,8 @@
 //! same size. Only outputs of at least `MIN_BYTES` come from here: smaller ones are best left
 //! to the system allocator, which usually hands back memory another library just used (still
 //! in cache), where a buffer kept here has gone cold and every plain store to it would first
-//! read its line from memory. (The kernels write outputs this large with non-temporal stores,
-//! which do not read the lines.)
+//! read its line from memory. (Gradients this large are written with non-temporal stores,
+//! which do not read the lines; softmax outputs are not, but still save the page faults.)
 
 use std::alloc::{alloc, dealloc, handle_alloc_error, Layout};
 use std::ptr::NonNull;

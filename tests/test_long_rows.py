@@ -18,7 +18,9 @@ from kdloss import reference
 
 INF = np.inf
 FLOATS = [np.float64, np.float32]
-SIZES = [2047, 2048, 2049, 4097, 6161, 20000]
+# Rows are tiled once their logits and kept exps pass 1 MiB: over 65536 classes of float32.
+LONG = 65536
+SIZES = [LONG + 1, LONG + 2048, LONG + 6161, 2 * LONG + 17]
 
 
 def _check(
@@ -62,25 +64,25 @@ def test_maximum_jumps_far_above_the_rest(
     rng: np.random.Generator, dtype: Any, jump: float, reduction: str
 ) -> None:
     """Everything before the jump ends up with (nearly) no probability at all."""
-    classes = 9000
+    classes = LONG + 9000
     s = rng.standard_normal((2, classes)) * 2
     t = rng.standard_normal((2, classes)) * 2
-    s[0, 7000:] += jump
-    t[0, 5000:] += jump
+    s[0, LONG + 7000 :] += jump
+    t[0, LONG + 5000 :] += jump
     s[1, 3000:] += jump
-    t[1, 8000:] += jump
+    t[1, LONG + 8000 :] += jump
     y = np.array([classes - 5, 10])
     for temperature, alpha in [(1.0, 0.5), (2.0, 0.5), (4.0, 1.0), (1.5, 0.0)]:
         _check(s.astype(dtype), t.astype(dtype), y, dtype, temperature, alpha, reduction)
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
-@pytest.mark.parametrize("head", [2048, 5000])
+@pytest.mark.parametrize("head", [2048, LONG + 5000])
 def test_masked_head_gives_the_unmasked_result(
     rng: np.random.Generator, dtype: Any, head: int
 ) -> None:
     """Classes masked by -inf in both inputs, in whole pieces at the start, count for nothing."""
-    classes = head + 3000
+    classes = head + LONG
     s = rng.standard_normal((2, classes)) * 3
     t = rng.standard_normal((2, classes)) * 3
     s[:, :head] = -INF
@@ -108,32 +110,32 @@ def test_masked_head_gives_the_unmasked_result(
 @pytest.mark.parametrize("dtype", FLOATS)
 def test_teacher_masked_at_the_start_only(rng: np.random.Generator, dtype: Any) -> None:
     """The teacher has no finite logit in the first pieces; the student has them all."""
-    classes = 7000
+    classes = LONG + 7000
     s = rng.standard_normal((1, classes)) * 3
     t = rng.standard_normal((1, classes)) * 3
-    t[0, :4500] = -INF
+    t[0, : LONG + 4500] = -INF
     _check(s.astype(dtype), t.astype(dtype), np.array([3]), dtype, 2.0, 0.5)
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
 def test_student_masked_at_the_start_where_the_teacher_has_mass(dtype: Any) -> None:
-    classes = 7000
+    classes = LONG + 7000
     s = np.zeros((1, classes), dtype=dtype)
     t = np.zeros((1, classes), dtype=dtype)
-    s[0, :4500] = -INF
-    loss = kdloss.distillation_loss(s, t, [4600], temperature=2.0, alpha=0.5)
+    s[0, : LONG + 4500] = -INF
+    loss = kdloss.distillation_loss(s, t, [LONG + 4600], temperature=2.0, alpha=0.5)
     assert loss == INF
     assert kdloss.kl_divergence(s, t) == INF
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize("bad", [np.nan, INF], ids=["nan", "inf"])
-@pytest.mark.parametrize("where", [0, 3000, 6997])
+@pytest.mark.parametrize("where", [0, LONG + 3000, LONG + 6997])
 @pytest.mark.parametrize("which", ["student", "teacher"])
 def test_nan_or_inf_anywhere_in_a_long_row_gives_nan(
     rng: np.random.Generator, dtype: Any, bad: float, where: int, which: str
 ) -> None:
-    classes = 7000
+    classes = LONG + 7000
     s = (rng.standard_normal((2, classes)) * 3).astype(dtype)
     t = (rng.standard_normal((2, classes)) * 3).astype(dtype)
     (s if which == "student" else t)[0, where] = bad
@@ -150,7 +152,7 @@ def test_nan_or_inf_anywhere_in_a_long_row_gives_nan(
 
 @pytest.mark.parametrize("dtype", FLOATS)
 def test_fully_masked_long_row_is_nan_unless_ignored(dtype: Any) -> None:
-    classes = 5000
+    classes = LONG + 5000
     s = np.full((2, classes), -INF, dtype=dtype)
     s[1] = np.linspace(-1.0, 1.0, classes)
     loss = kdloss.distillation_loss(s, s, [0, 3], reduction="none")
@@ -169,18 +171,34 @@ def test_masked_head_before_logits_far_from_zero(
 ) -> None:
     """Masked pieces are taken against 0 before any finite logit is seen; whatever the later
     maximum, they stay at probability 0 and gradient 0."""
-    classes = 6000
+    classes = LONG + 6000
     s = rng.standard_normal((1, classes)) + offset
     t = rng.standard_normal((1, classes)) + offset
-    s[0, :4096] = -INF
-    t[0, :4096] = -INF
+    s[0, : (LONG + 4096)] = -INF
+    t[0, : (LONG + 4096)] = -INF
     kwargs: dict[str, Any] = {"temperature": 2.0, "alpha": 0.5, "reduction": "none"}
     loss, grad = kdloss.DistillationLoss(**kwargs).forward_backward(
-        s.astype(dtype), t.astype(dtype), np.array([5000])
+        s.astype(dtype), t.astype(dtype), np.array([LONG + 5000])
     )
-    assert np.all(grad[0, :4096] == 0.0)
+    assert np.all(grad[0, : (LONG + 4096)] == 0.0)
     want, want_grad = reference.distillation_loss_and_grad(
-        s[:, 4096:].astype(dtype), t[:, 4096:].astype(dtype), [5000 - 4096], **kwargs
+        s[:, (LONG + 4096) :].astype(dtype),
+        t[:, (LONG + 4096) :].astype(dtype),
+        [5000 - 4096],
+        **kwargs,
     )
-    check_loss(loss, want, "none", dtype, loss_magnitude(s[:, 4096:], t[:, 4096:], 2.0, 0.5), 1)
-    check_grad(grad[:, 4096:], want_grad, dtype, grad_magnitude(s[:, 4096:], 2.0, 0.5), 1)
+    check_loss(
+        loss,
+        want,
+        "none",
+        dtype,
+        loss_magnitude(s[:, (LONG + 4096) :], t[:, (LONG + 4096) :], 2.0, 0.5),
+        1,
+    )
+    check_grad(
+        grad[:, (LONG + 4096) :],
+        want_grad,
+        dtype,
+        grad_magnitude(s[:, (LONG + 4096) :], 2.0, 0.5),
+        1,
+    )

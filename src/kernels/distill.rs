@@ -88,7 +88,8 @@ fn chunk_exps<T: Float, L: Level, const KL: bool, const CE: bool, const POW: u32
     let mut et = [T::ZERO; LANES];
     let mut e1 = [T::ZERO; LANES];
     // With an FMA and 1/T a power of two, `x·(1/T) − m·(1/T)` in one rounding is the same
-    // number as `(x − m)·(1/T)`, in one operation instead of two.
+    // number as `(x − m)·(1/T)`, in one operation instead of two (except where `x − m` is
+    // subnormal, or overflows, which the fused form avoids; the exps are the same).
     let fold = L::FMA && matches!(POW, 1 | 2 | 4);
     for k in 0..LANES {
         if KL {
