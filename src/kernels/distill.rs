@@ -332,9 +332,7 @@ pub fn row_stats<T: Float, L: Level, const KL: bool, const CE: bool, const POW: 
         inv_t: p.inv_t,
         sums: [0.0; 4],
     };
-    let mut lo = 0;
-    let mut tile = 0;
-    while lo < n {
+    for (tile, lo) in (0..n).step_by(tile_n).enumerate() {
         let hi = n.min(lo + tile_n);
         let (cs, ct) = (&s[lo..hi], &t[lo..hi]);
         let (m_s, m_t) = if KL { max2(cs, ct) } else { max2(cs, cs) };
@@ -355,8 +353,6 @@ pub fn row_stats<T: Float, L: Level, const KL: bool, const CE: bool, const POW: 
         run.add(tile_sums::<T, L, KL, CE, POW>(
             cs, ct, sh_s, sh_t, inv_t, kept, ahead,
         ));
-        lo = hi;
-        tile += 1;
     }
     let [sum_s, sum_t, cross, sum_1] = run.sums;
     RowStats {
@@ -408,9 +404,7 @@ pub fn row_grad<T: Float, L: Level, const KL: bool, const CE: bool, const POW: u
         w.ce_weight / st.sum_1,
     );
     let tile_n = tile_len::<T>(n);
-    let mut lo = 0;
-    let mut tile = 0;
-    loop {
+    for (tile, lo) in (0..n).step_by(tile_n).enumerate() {
         let hi = n.min(lo + tile_n);
         // A tile's shifts are at most the row's; only a tile taken against the stand-in 0
         // can be above, and its exps are 0 (or NaN) whatever the scale.
@@ -448,11 +442,6 @@ pub fn row_grad<T: Float, L: Level, const KL: bool, const CE: bool, const POW: u
                 g
             },
         );
-        lo = hi;
-        tile += 1;
-        if lo >= n {
-            break;
-        }
     }
     if stream {
         store_fence();

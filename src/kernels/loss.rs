@@ -97,12 +97,13 @@ impl<T: Float, const KL: bool, const CE: bool, const POW: u32> Kernel
     fn run<L: Level>(self) -> f64 {
         let c = self.ctx;
         let n = self.s.len();
+        let kept_len = keep_len::<T>(n);
         let keep = match self.grad {
             Some(_) => {
-                if self.keep.len() < keep_len::<T>(n) {
-                    self.keep.resize(keep_len::<T>(n), T::ZERO);
+                if self.keep.len() < kept_len {
+                    self.keep.resize(kept_len, T::ZERO);
                 }
-                Some(&mut self.keep[..keep_len::<T>(n)])
+                Some(&mut self.keep[..kept_len])
             }
             None => None,
         };
@@ -118,7 +119,7 @@ impl<T: Float, const KL: bool, const CE: bool, const POW: u32> Kernel
         }
         if let Some(g) = self.grad {
             let stream = c.stream;
-            let kept = &self.keep[..keep_len::<T>(n)];
+            let kept = &self.keep[..kept_len];
             row_grad::<T, L, KL, CE, POW>(kept, &st, c.params, c.grad, self.label, g, stream);
         }
         loss

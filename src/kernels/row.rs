@@ -224,8 +224,8 @@ pub fn map3<T: Float, L: Level>(
     debug_assert!(a.len() == b.len() && a.len() == c.len() && a.len() == out.len());
     let n = a.len();
     let full = n - n % LANES;
-    // Two loops rather than a branch in one: the 16-byte streaming stores would otherwise
-    // narrow the vectors of the plain loop too.
+    // Two loops rather than a branch in one: with one loop, the compiler fitted the vectors of
+    // both to the narrowest streaming store.
     let mut i = 0;
     if stream {
         while i < full {
