@@ -189,14 +189,23 @@ impl Float for f32 {
         }
     }
 
-    // The coefficients are Cephes' as published; rounding them to f32 is the compiler's job.
-    #[allow(clippy::excessive_precision)]
     #[inline(always)]
     fn fast_exp<L: Level>(self) -> Self {
-        // Cephes expf: n = round(x / ln 2), r = x - n ln 2 in two steps, degree-5 polynomial.
+        // n = round(x / ln 2), r = x - n ln 2 in two steps (Cephes' split of ln 2), then
+        // e^r = 1 + r + r^2 P(r) on |r| <= ln 2 / 2, with P of degree 4 fitted by Remez
+        // exchange to the relative error of e^r (0.03 ulp; the roundings make up the rest).
+        // P is taken in Estrin's order: three FMAs deep rather than Horner's five, so more
+        // exps are in flight at once.
         const LOG2E: f32 = std::f32::consts::LOG2_E;
         const LN2_HI: f32 = 0.693_359_4;
         const LN2_LO: f32 = -2.121_944_4e-4;
+        const P: [f32; 5] = [
+            f32::from_bits(0x3eff_fffe),
+            f32::from_bits(0x3e2a_aa49),
+            f32::from_bits(0x3d2a_ac79),
+            f32::from_bits(0x3c09_1cea),
+            f32::from_bits(0x3ab5_1226),
+        ];
         // 1.5 * 2^23 + 127: adding it rounds to the nearest integer, which lands in the low
         // mantissa bits already biased as an exponent; this avoids a float-to-int conversion
         // and a rounding instruction (not in SSE2).
@@ -210,13 +219,10 @@ impl Float for f32 {
         let n = t - ROUND;
         let r = Self::madd::<L>(n, -LN2_HI, x);
         let r = Self::madd::<L>(n, -LN2_LO, r);
-        let mut p = 1.987_569_1e-4;
-        p = Self::madd::<L>(p, r, 1.398_199_9e-3);
-        p = Self::madd::<L>(p, r, 8.333_452e-3);
-        p = Self::madd::<L>(p, r, 4.166_579_6e-2);
-        p = Self::madd::<L>(p, r, 1.666_666_5e-1);
-        p = Self::madd::<L>(p, r, 5.000_000_1e-1);
         let r2 = r * r;
+        let p01 = Self::madd::<L>(P[1], r, P[0]);
+        let p23 = Self::madd::<L>(P[3], r, P[2]);
+        let p = Self::madd::<L>(Self::madd::<L>(P[4], r2, p23), r2, p01);
         let y = Self::madd::<L>(p, r2, r) + 1.0;
         // t's low bits hold n + 127; shifted into the exponent field they make 2^n, and the
         // high bits of t shift out.
@@ -318,13 +324,19 @@ mod tests {
     }
 
     fn check_f32<L: Level>() {
+        // Every 16th float of [-87.3, 0], by bit pattern: 7e7 arguments spread evenly over
+        // every binade (the whole range measured 1.02 ulp at worst with FMA, 0.99 without).
         let mut worst = 0.0f64;
-        let mut x = -87.0f32;
-        while x <= 0.0 {
+        let mut bits = (-0.0f32).to_bits();
+        loop {
+            let x = f32::from_bits(bits);
+            if x < -87.3 {
+                break;
+            }
             worst = worst.max(ulp_f32(x.fast_exp::<L>(), (x as f64).exp()));
-            x += 0.000_731;
+            bits += 16;
         }
-        assert!(worst <= 1.5, "f32 exp error {worst} ulp");
+        assert!(worst <= 1.05, "f32 exp error {worst} ulp");
     }
 
     #[test]

@@ -46,20 +46,29 @@ fn lane_sum(v: [f64; LANES]) -> f64 {
     w[0]
 }
 
-/// Asks for the cache line holding `x[i]` to be brought into L2 (a hint; no effect elsewhere
-/// than x86-64). One call per chunk of 16 f32 covers every line once.
+/// Bytes of rows ahead small enough to be fetched into L1 rather than L2: they stay there,
+/// beside the row being worked on, until the next pass reads them.
+const L1_AHEAD_BYTES: usize = 16 << 10;
+
+/// Asks for the cache line holding `x[i]` to be brought into L1 (`near`) or L2 (a hint; no
+/// effect elsewhere than x86-64). One call per chunk of 16 f32 covers every line once.
 #[inline(always)]
-pub fn prefetch<T>(x: &[T], i: usize) {
+pub fn prefetch<T>(x: &[T], i: usize, near: bool) {
     #[cfg(target_arch = "x86_64")]
     if i < x.len() {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0, _MM_HINT_T1};
+        let p = x.as_ptr().wrapping_add(i).cast::<i8>();
         // SAFETY: prefetching is a hint that never faults; the address is inside `x` anyway.
         unsafe {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
-            _mm_prefetch::<_MM_HINT_T1>(x.as_ptr().add(i).cast::<i8>());
+            if near {
+                _mm_prefetch::<_MM_HINT_T0>(p);
+            } else {
+                _mm_prefetch::<_MM_HINT_T1>(p);
+            }
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = (x, i);
+    let _ = (x, i, near);
 }
 
 /// Moves block partials into the f64 totals.
@@ -118,7 +127,8 @@ pub fn fold2<T: Float, const N: usize>(
 /// `fold2`, also storing the `K` per-element results of `step` for which `mask` is true in
 /// `keep` (each as long as `a`; the others are not touched and may be empty), for a later pass
 /// to read instead of recomputing them. `next`, the row pair to be processed after this one,
-/// is prefetched as this one is read, so that its first pass finds it in cache.
+/// is prefetched as this one is read, so that its first pass finds it in cache: in L1 when
+/// it is small enough to stay there (`L1_AHEAD_BYTES`), in L2 otherwise.
 #[inline(always)]
 pub fn fold2_keep<T: Float, const N: usize, const K: usize>(
     a: &[T],
@@ -133,13 +143,16 @@ pub fn fold2_keep<T: Float, const N: usize, const K: usize>(
     let full = n - n % LANES;
     let mut total = [[0.0f64; LANES]; N];
     let mut block = [[T::ZERO; LANES]; N];
+    let near = next.is_some_and(|(na, nb)| {
+        std::mem::size_of_val(na) + std::mem::size_of_val(nb) <= L1_AHEAD_BYTES
+    });
     let mut i = 0;
     while i < full {
         let end = full.min(i + BLOCK * LANES);
         while i < end {
             if let Some((na, nb)) = next {
-                prefetch(na, i);
-                prefetch(nb, i);
+                prefetch(na, i, near);
+                prefetch(nb, i, near);
             }
             let (parts, kept) = step(chunk(a, i), chunk(b, i));
             for (bl, p) in block.iter_mut().zip(parts.iter()) {
