@@ -126,20 +126,46 @@ pub(crate) fn stats_step<T: Float, L: Level, const KL: bool, const CE: bool, con
     max_t: &Chunk<T>,
     inv_t: T,
 ) -> ([Chunk<T>; 4], [Chunk<T>; 3]) {
+    let mut parts = [[T::ZERO; LANES]; 4];
+    let kept = stats_into::<T, L, KL, CE, POW>(cs, ct, max_s, max_t, inv_t, &mut parts);
+    (parts, kept)
+}
+
+/// `stats_step` adding its summands to `acc` itself, where a product and its sum make one FMA:
+/// `e^zt (zt - zs)` and, with the integer-temperature shortcut, `e^z1`.
+#[inline(always)]
+pub(crate) fn stats_into<T: Float, L: Level, const KL: bool, const CE: bool, const POW: u32>(
+    cs: &Chunk<T>,
+    ct: &Chunk<T>,
+    max_s: &Chunk<T>,
+    max_t: &Chunk<T>,
+    inv_t: T,
+    acc: &mut [Chunk<T>; 4],
+) -> [Chunk<T>; 3] {
     let ChunkExps { zs, es, zt, et, e1 } =
         chunk_exps::<T, L, KL, CE, POW>(cs, ct, max_s, max_t, inv_t);
-    let mut cross = [T::ZERO; LANES];
-    if KL {
-        for k in 0..LANES {
+    let [sum_s, sum_t, cross, sum_1] = acc;
+    for k in 0..LANES {
+        if KL {
+            sum_s[k] = sum_s[k] + es[k];
+            sum_t[k] = sum_t[k] + et[k];
             // NaN != 0, so a NaN teacher still reaches the sum.
-            cross[k] = if et[k] != T::ZERO {
-                et[k] * (zt[k] - zs[k])
-            } else {
-                T::ZERO
+            let c = T::madd::<L>(et[k], zt[k] - zs[k], cross[k]);
+            cross[k] = if et[k] != T::ZERO { c } else { cross[k] };
+        }
+        if CE {
+            sum_1[k] = match (KL, POW) {
+                (true, 2) => T::madd::<L>(es[k], es[k], sum_1[k]),
+                (true, 3) => T::madd::<L>(es[k] * es[k], es[k], sum_1[k]),
+                (true, 4) => {
+                    let e2 = es[k] * es[k];
+                    T::madd::<L>(e2, e2, sum_1[k])
+                }
+                _ => sum_1[k] + e1[k],
             };
         }
     }
-    ([es, et, cross, e1], [es, et, e1])
+    [es, et, e1]
 }
 
 /// Elements per tile of a long row. The statistics pass takes such a row a tile at a time
@@ -272,11 +298,9 @@ fn tile_sums<T: Float, L: Level, const KL: bool, const CE: bool, const POW: u32>
             [],
             ahead,
             #[inline(always)]
-            |a, b| {
-                (
-                    stats_step::<T, L, KL, CE, POW>(a, b, &lane_s, &lane_t, inv_t).0,
-                    [],
-                )
+            |a, b, acc| {
+                stats_into::<T, L, KL, CE, POW>(a, b, &lane_s, &lane_t, inv_t, acc);
+                []
             },
         ),
         Some(kept) => fold2_keep(
@@ -286,7 +310,7 @@ fn tile_sums<T: Float, L: Level, const KL: bool, const CE: bool, const POW: u32>
             [KL, KL, keeps_e1::<KL, CE, POW>()],
             ahead,
             #[inline(always)]
-            |a, b| stats_step::<T, L, KL, CE, POW>(a, b, &lane_s, &lane_t, inv_t),
+            |a, b, acc| stats_into::<T, L, KL, CE, POW>(a, b, &lane_s, &lane_t, inv_t, acc),
         ),
     }
 }

@@ -120,15 +120,30 @@ pub fn fold2<T: Float, const N: usize>(
         [],
         None,
         #[inline(always)]
-        |ca, cb| (step(ca, cb), []),
+        |ca, cb, acc| {
+            for (acc, p) in acc.iter_mut().zip(&step(ca, cb)) {
+                add_into(acc, p);
+            }
+            []
+        },
     )
 }
 
-/// `fold2`, also storing the `K` per-element results of `step` for which `mask` is true in
-/// `keep` (each as long as `a`; the others are not touched and may be empty), for a later pass
-/// to read instead of recomputing them. `next`, the row pair to be processed after this one,
-/// is prefetched as this one is read, so that its first pass finds it in cache: in L1 when
-/// it is small enough to stay there (`L1_AHEAD_BYTES`), in L2 otherwise.
+/// Lane-wise `acc += x`.
+#[inline(always)]
+pub fn add_into<T: Float>(acc: &mut Chunk<T>, x: &Chunk<T>) {
+    for k in 0..LANES {
+        acc[k] = acc[k] + x[k];
+    }
+}
+
+/// `fold2` with a `step` that adds its `N` per-element quantities to the lane sums it is given
+/// (so that a product and its sum can be one FMA) and returns `K` per-element results, those
+/// for which `mask` is true to be stored in `keep` (each as long as `a`; the others are not
+/// touched and may be empty) for a later pass to read instead of recomputing them. `next`,
+/// the row pair to be processed after this one, is prefetched as this one is read, so that
+/// its first pass finds it in cache: in L1 when it is small enough to stay there
+/// (`L1_AHEAD_BYTES`), in L2 otherwise.
 #[inline(always)]
 pub fn fold2_keep<T: Float, const N: usize, const K: usize>(
     a: &[T],
@@ -136,7 +151,7 @@ pub fn fold2_keep<T: Float, const N: usize, const K: usize>(
     keep: [&mut [T]; K],
     mask: [bool; K],
     next: Option<(&[T], &[T])>,
-    step: impl Fn(&Chunk<T>, &Chunk<T>) -> ([Chunk<T>; N], [Chunk<T>; K]),
+    step: impl Fn(&Chunk<T>, &Chunk<T>, &mut [Chunk<T>; N]) -> [Chunk<T>; K],
 ) -> [f64; N] {
     debug_assert_eq!(a.len(), b.len());
     let n = a.len();
@@ -154,12 +169,7 @@ pub fn fold2_keep<T: Float, const N: usize, const K: usize>(
                 prefetch(na, i, near);
                 prefetch(nb, i, near);
             }
-            let (parts, kept) = step(chunk(a, i), chunk(b, i));
-            for (bl, p) in block.iter_mut().zip(parts.iter()) {
-                for k in 0..LANES {
-                    bl[k] = bl[k] + p[k];
-                }
-            }
+            let kept = step(chunk(a, i), chunk(b, i), &mut block);
             for j in 0..K {
                 if mask[j] {
                     keep[j][i..i + LANES].copy_from_slice(&kept[j]);
@@ -170,12 +180,8 @@ pub fn fold2_keep<T: Float, const N: usize, const K: usize>(
         flush(&mut block, &mut total);
     }
     if full < n {
-        let (parts, kept) = step(&padded(&a[full..]), &padded(&b[full..]));
-        for (tl, p) in total.iter_mut().zip(parts.iter()) {
-            for k in 0..LANES {
-                tl[k] += p[k].to_f64();
-            }
-        }
+        let kept = step(&padded(&a[full..]), &padded(&b[full..]), &mut block);
+        flush(&mut block, &mut total);
         for j in 0..K {
             if mask[j] {
                 keep[j][full..n].copy_from_slice(&kept[j][..n - full]);

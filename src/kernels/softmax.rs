@@ -3,7 +3,7 @@
 use ndarray::ArrayView2;
 
 use super::float::{Float, Level};
-use super::row::{fold2_keep, map2, max2, Chunk, LANES};
+use super::row::{add_into, fold2_keep, map2, max2, Chunk, LANES};
 use super::simd::{dispatch, Kernel};
 use super::small::{transpose_row, SoftmaxBlock, SMALL_CLASSES};
 use super::{check_logits, check_temperature};
@@ -46,7 +46,10 @@ impl<T: Float, const LOG: bool> Kernel for SoftmaxRow<'_, T, LOG> {
                 [],
                 next,
                 #[inline(always)]
-                |c, _| ([scaled_exps::<T, L>(c, &lane_m, inv_t)], []),
+                |c, _, [sum]| {
+                    add_into(sum, &scaled_exps::<T, L>(c, &lane_m, inv_t));
+                    []
+                },
             );
             // (x - max)/T - ln(sum): the large terms cancel before the small one is added.
             let log_sum = T::from_f64(sum.ln());
@@ -72,9 +75,10 @@ impl<T: Float, const LOG: bool> Kernel for SoftmaxRow<'_, T, LOG> {
                 [true],
                 next,
                 #[inline(always)]
-                |c, _| {
+                |c, _, [sum]| {
                     let e = scaled_exps::<T, L>(c, &lane_m, inv_t);
-                    ([e], [e])
+                    add_into(sum, &e);
+                    [e]
                 },
             );
             let inv_sum = T::from_f64(1.0 / sum);
