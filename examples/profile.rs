@@ -1,8 +1,17 @@
-//! Times the fused kernel on one shape: `cargo run --release --example profile -- B C [threads]`.
-use kdloss::kernels::{distillation, Distillation, Reduction};
+//! Times the fused kernel on one shape: `cargo run --release --example profile -- B C [threads]`,
+//! in float32, or float64 with `DTYPE=f64`.
+use kdloss::kernels::{distillation, Distillation, Float, Reduction};
 use ndarray::{Array1, Array2};
 
 fn main() {
+    if std::env::var("DTYPE").as_deref() == Ok("f64") {
+        time::<f64>();
+    } else {
+        time::<f32>();
+    }
+}
+
+fn time<T: Float>() {
     let args: Vec<usize> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())
@@ -12,12 +21,16 @@ fn main() {
         args.get(1).copied().unwrap_or(32000),
     );
     let th = args.get(2).copied().unwrap_or(1);
-    let s = Array2::from_shape_fn((b, c), |(i, j)| (((i * 31 + j * 17) % 1000) as f32) / 300.0);
-    let t = Array2::from_shape_fn((b, c), |(i, j)| (((i * 7 + j * 13) % 1000) as f32) / 250.0);
+    let s = Array2::from_shape_fn((b, c), |(i, j)| {
+        T::from_f64(((i * 31 + j * 17) % 1000) as f64 / 300.0)
+    });
+    let t = Array2::from_shape_fn((b, c), |(i, j)| {
+        T::from_f64(((i * 7 + j * 13) % 1000) as f64 / 250.0)
+    });
     let y = Array1::from_shape_fn(b, |i| (i * 97 % c) as i64);
     let cfg = Distillation::new(2.0, 0.5, Reduction::Mean, -100).unwrap();
     // Aligned to a cache line, as NumPy's arrays of this size are.
-    let mut buf = vec![0f32; b * c + 16];
+    let mut buf = vec![T::ZERO; b * c + 16];
     let skew = buf.as_ptr().align_offset(64);
     let g = &mut buf[skew..skew + b * c];
     kdloss::parallel::set_num_threads(th).unwrap();
@@ -25,7 +38,7 @@ fn main() {
         let level = kdloss::kernels::Simd::parse(&level).unwrap();
         kdloss::kernels::simd::set_active(level).unwrap();
     }
-    print!("[{}] ", kdloss::kernels::simd::active().name());
+    print!("[{} {}] ", kdloss::kernels::simd::active().name(), T::NAME);
     let modes: &[bool] = match std::env::var("MODE").as_deref() {
         Ok("fwd") => &[false],
         Ok("grad") => &[true],
