@@ -86,6 +86,59 @@ def test_alpha_bounds_are_allowed(alpha: float) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# types of the settings
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [True, np.True_, "2", None, 2j, [2.0]], ids=repr)
+@pytest.mark.parametrize("name", ["temperature", "alpha"])
+def test_settings_that_are_not_real_numbers(name: str, bad: Any) -> None:
+    kwargs = {name: bad}
+    _raises(TypeError, lambda: kdloss.DistillationLoss(**kwargs), name)
+    _raises(TypeError, lambda: kdloss.distillation_loss(S, T, Y, **kwargs), name)
+    _raises(TypeError, lambda: kdloss.distillation_loss_and_grad(S, T, Y, **kwargs), name)
+
+
+@pytest.mark.parametrize("bad", [True, 1.0, np.float64(3.0), "0", None], ids=repr)
+def test_ignore_index_that_is_not_an_integer(bad: Any) -> None:
+    _raises(TypeError, lambda: kdloss.DistillationLoss(ignore_index=bad), "ignore_index")
+    _raises(TypeError, lambda: kdloss.distillation_loss(S, T, Y, ignore_index=bad), "ignore_index")
+    _raises(TypeError, lambda: kdloss.cross_entropy(S, Y, ignore_index=bad), "ignore_index")
+
+
+@pytest.mark.parametrize("value", [2**63, -(2**63) - 1, 10**30], ids=str)
+def test_ignore_index_beyond_64_bits(value: int) -> None:
+    _raises(ValueError, lambda: kdloss.DistillationLoss(ignore_index=value), "ignore_index")
+    _raises(ValueError, lambda: kdloss.distillation_loss(S, T, Y, ignore_index=value), "ignore")
+    _raises(ValueError, lambda: kdloss.cross_entropy(S, Y, ignore_index=value), "ignore_index")
+
+
+@pytest.mark.parametrize(
+    ("temperature", "alpha", "ignore_index"),
+    [
+        (2, 0.25, 3),
+        (np.float32(2.0), np.float64(0.25), np.int64(3)),
+        (np.int8(2), np.float16(0.25), np.uint8(3)),
+        (2.0, 0.25, 2**63 - 1),
+    ],
+    ids=str,
+)
+def test_settings_of_any_real_or_integer_type(
+    temperature: Any, alpha: Any, ignore_index: Any
+) -> None:
+    y = np.array([0, 3, 1])
+    expect = kdloss.distillation_loss(S, T, y, temperature=2.0, alpha=0.25, ignore_index=3)
+    if ignore_index != 3:
+        expect = kdloss.distillation_loss(S, T, y, temperature=2.0, alpha=0.25, ignore_index=-1)
+    got = kdloss.distillation_loss(
+        S, T, y, temperature=temperature, alpha=alpha, ignore_index=ignore_index
+    )
+    assert got == expect
+    loss_fn = kdloss.DistillationLoss(temperature, alpha, ignore_index=ignore_index)
+    assert loss_fn(S, T, y) == expect
+
+
+# ---------------------------------------------------------------------------------------------
 # reduction
 # ---------------------------------------------------------------------------------------------
 

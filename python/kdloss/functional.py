@@ -28,7 +28,8 @@ __all__ = [
 
 Loss = Union[float, NDArray[np.floating[Any]]]
 
-_INT64 = np.iinfo(np.int64)
+_INT64_MIN = int(np.iinfo(np.int64).min)
+_INT64_MAX = int(np.iinfo(np.int64).max)
 
 
 def _as_logits(x: ArrayLike, name: str) -> NDArray[Any]:
@@ -59,6 +60,11 @@ def _rows(a: NDArray[Any], dtype: type[np.floating[Any]]) -> NDArray[Any]:
 
 
 def _real(value: object, name: str) -> float:
+    # A float or an int (not a bool, whose type is not int itself) skips the slower ABC check.
+    if type(value) is float:
+        return value
+    if type(value) is int:
+        return float(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
     return float(value)
@@ -71,10 +77,12 @@ def _reduction(value: object) -> str:
 
 
 def _ignore_index(value: object) -> int:
+    if type(value) is int and _INT64_MIN <= value <= _INT64_MAX:
+        return value
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"ignore_index must be an int, got {type(value).__name__} {value!r}")
     v = int(value)
-    if not _INT64.min <= v <= _INT64.max:
+    if not _INT64_MIN <= v <= _INT64_MAX:
         raise ValueError(f"ignore_index must fit in 64 bits, got {v}")
     return v
 
@@ -99,7 +107,7 @@ def _as_labels(labels: ArrayLike, shape: tuple[int, ...]) -> NDArray[np.int64]:
         raise ValueError(
             f"labels must have shape {expected} (logits.shape[:-1]), got shape {y.shape}"
         )
-    if y.dtype.kind == "u" and y.size and y.max() > _INT64.max:
+    if y.dtype.kind == "u" and y.size and y.max() > _INT64_MAX:
         raise ValueError(f"labels must be in [0, {shape[-1]}) or equal ignore_index, got {y.max()}")
     return y.astype(np.int64, copy=False).reshape(-1)
 
