@@ -36,10 +36,12 @@ pub struct RowStats<T> {
 }
 
 impl<T: Float> RowStats<T> {
-    /// `KL(softmax(t/T) || softmax(s/T))` of the row.
+    /// `KL(softmax(t/T) || softmax(s/T))` of the row. `ln(Ss/St)` rather than `ln Ss - ln St`:
+    /// one log fewer, and no cancellation (both sums are in `[1, C]`, or 0 or NaN, where the
+    /// two forms agree).
     #[inline(always)]
     pub fn kl(&self) -> f64 {
-        self.cross / self.sum_t + self.sum_s.ln() - self.sum_t.ln()
+        self.cross / self.sum_t + (self.sum_s / self.sum_t).ln()
     }
 
     /// Cross-entropy of the row at T = 1 against class `y` whose logit is `s_y`.

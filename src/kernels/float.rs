@@ -121,8 +121,9 @@ pub fn stream_copy<L: Level, T: Copy>(dst: &mut [T], src: &[T]) {
     dst.copy_from_slice(src);
 }
 
-/// Natural log of a positive normal `x` (or +inf, or NaN, returned as they are) to about one
-/// ulp, without branches or libm calls so that loops over it vectorize: Cephes' `log`.
+/// Natural log of a positive normal `x` (or 0, giving -inf; +inf and NaN are returned as they
+/// are) to about one ulp, without branches or libm calls so that loops over it vectorize:
+/// Cephes' `log`.
 #[allow(clippy::excessive_precision)]
 #[inline(always)]
 pub fn ln_f64<L: Level>(x: f64) -> f64 {
@@ -155,9 +156,11 @@ pub fn ln_f64<L: Level>(x: f64) -> f64 {
     let y = f64::madd::<L>(-e, 2.121_944_400_546_905_827_679e-4, y);
     let y = f64::madd::<L>(-0.5, z, y);
     let r = f64::madd::<L>(e, 0.693_359_375, f + y);
-    // NaN and +inf: the bit tricks above mean nothing for them.
+    // NaN, +inf and 0: the bit tricks above mean nothing for them.
     if x.is_nan() || x == f64::INFINITY {
         x
+    } else if x == 0.0 {
+        f64::NEG_INFINITY
     } else {
         r
     }
@@ -395,6 +398,7 @@ mod tests {
         assert!(worst <= 2.0, "ln error {worst} ulp");
         assert_eq!(ln_f64::<L>(1.0), 0.0);
         assert_eq!(ln_f64::<L>(f64::INFINITY), f64::INFINITY);
+        assert_eq!(ln_f64::<L>(0.0), f64::NEG_INFINITY);
         assert!(ln_f64::<L>(f64::NAN).is_nan());
     }
 

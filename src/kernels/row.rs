@@ -1,11 +1,13 @@
 //! Lane-parallel loops over one row: the building blocks of every kernel.
 //!
 //! A row is walked `LANES` elements at a time through fixed-size arrays, which the compiler
-//! turns into SIMD registers at each instruction-set level. The tail is padded with `-inf`,
-//! which every reduction here treats as "no mass" (its exp is exactly 0 and it never wins a
-//! max), so full and partial chunks run the same code. Sums are kept per lane in `T` within a
-//! block and in f64 across blocks, then added in a fixed order: the result depends only on the
-//! row, never on threads.
+//! turns into SIMD registers at each instruction-set level. A row of at least `LANES` ends with
+//! the chunk of its last `LANES` elements, which overlaps the chunk before: the overlapped lanes
+//! compute again what they did (the same bits) and are left out of the sums. A shorter row is
+//! copied into a chunk padded with `-inf`, which every reduction here treats as "no mass" (its
+//! exp is exactly 0 and it never wins a max). Either way full and partial chunks run the same
+//! code. Sums are kept per lane in `T` within a block and in f64 across blocks, then added in a
+//! fixed order: the result depends only on the row, never on threads.
 
 use super::float::{stream_copy, Float, Level};
 
@@ -16,12 +18,71 @@ const BLOCK: usize = 8;
 
 pub type Chunk<T> = [T; LANES];
 
-/// Copies `x[start..]` (fewer than `LANES` elements) into a chunk padded with `-inf`.
+/// Copies `x` (fewer than `LANES` elements) into a chunk padded with `-inf`.
 #[inline(always)]
 fn padded<T: Float>(x: &[T]) -> Chunk<T> {
     let mut c = [T::NEG_INFINITY; LANES];
     c[..x.len()].copy_from_slice(x);
     c
+}
+
+/// How a row of `n` elements ends after its `full` elements in whole chunks (`full < n`): at
+/// the overlapping chunk starting at `n - LANES`, whose first `LANES - (n - full)` lanes were
+/// done already, or, for a row shorter than a chunk, at a padded copy.
+#[derive(Clone, Copy)]
+enum Tail {
+    Overlap { start: usize, done: usize },
+    Padded,
+}
+
+impl Tail {
+    #[inline(always)]
+    fn of(n: usize, full: usize) -> Self {
+        if n >= LANES {
+            Tail::Overlap {
+                start: n - LANES,
+                done: LANES - (n - full),
+            }
+        } else {
+            Tail::Padded
+        }
+    }
+
+    /// The tail chunk of `x`, which holds `n` elements.
+    #[inline(always)]
+    fn chunk<T: Float>(self, x: &[T], full: usize) -> Chunk<T> {
+        match self {
+            Tail::Overlap { start, .. } => *chunk(x, start),
+            Tail::Padded => padded(&x[full..]),
+        }
+    }
+
+    /// Stores the tail chunk's results `r` into `out[full..]`.
+    #[inline(always)]
+    fn store<T: Float>(self, out: &mut [T], full: usize, r: &Chunk<T>) {
+        match self {
+            // The overlapped lanes get the values they already hold.
+            Tail::Overlap { start, .. } => out[start..start + LANES].copy_from_slice(r),
+            Tail::Padded => {
+                let n = out.len();
+                out[full..].copy_from_slice(&r[..n - full]);
+            }
+        }
+    }
+
+    /// Zeroes the lanes of per-lane sums that an overlapping chunk had already counted.
+    #[inline(always)]
+    fn forget_done<T: Float, const N: usize>(self, part: &mut [Chunk<T>; N]) {
+        if let Tail::Overlap { done, .. } = self {
+            for p in part.iter_mut() {
+                for (k, v) in p.iter_mut().enumerate() {
+                    if k < done {
+                        *v = T::ZERO;
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[inline(always)]
@@ -96,13 +157,19 @@ fn max_into<T: Float>(m: &mut Chunk<T>, c: &Chunk<T>) {
     }
 }
 
+/// The largest lane of `m`, pairwise. The lanes of a running maximum are never NaN (a NaN
+/// never wins `max_into`), so the order does not matter.
 #[inline(always)]
 fn max_of<T: Float>(m: &Chunk<T>) -> T {
-    let mut acc = T::NEG_INFINITY;
-    for &v in m {
-        acc = if v > acc { v } else { acc };
+    let mut w = *m;
+    let mut n = LANES;
+    while n > 1 {
+        n /= 2;
+        for k in 0..n {
+            w[k] = if w[k + n] > w[k] { w[k + n] } else { w[k] };
+        }
     }
-    acc
+    w[0]
 }
 
 /// Sums `N` per-element quantities over the row pair `(a, b)` (equal lengths), each computed by
@@ -180,11 +247,13 @@ pub fn fold2_keep<T: Float, const N: usize, const K: usize>(
         flush(&mut block, &mut total);
     }
     if full < n {
-        let kept = step(&padded(&a[full..]), &padded(&b[full..]), &mut block);
+        let tail = Tail::of(n, full);
+        let kept = step(&tail.chunk(a, full), &tail.chunk(b, full), &mut block);
+        tail.forget_done(&mut block);
         flush(&mut block, &mut total);
         for j in 0..K {
             if mask[j] {
-                keep[j][full..n].copy_from_slice(&kept[j][..n - full]);
+                tail.store(&mut keep[j][..n], full, &kept[j]);
             }
         }
     }
@@ -218,8 +287,10 @@ pub fn max2<T: Float>(a: &[T], b: &[T]) -> (T, T) {
         i += LANES;
     }
     if full < n {
-        max_into(&mut ma[0], &padded(&a[full..]));
-        max_into(&mut mb[0], &padded(&b[full..]));
+        // Taking a lane's maximum twice changes nothing: the overlap needs no masking.
+        let tail = Tail::of(n, full);
+        max_into(&mut ma[0], &tail.chunk(a, full));
+        max_into(&mut mb[0], &tail.chunk(b, full));
     }
     for u in 1..U {
         let (a_u, b_u) = (ma[u], mb[u]);
@@ -260,12 +331,13 @@ pub fn map3<T: Float, L: Level>(
         }
     }
     if full < n {
+        let tail = Tail::of(n, full);
         let r = step(
-            &padded(&a[full..]),
-            &padded(&b[full..]),
-            &padded(&c[full..]),
+            &tail.chunk(a, full),
+            &tail.chunk(b, full),
+            &tail.chunk(c, full),
         );
-        out[full..].copy_from_slice(&r[..n - full]);
+        tail.store(out, full, &r);
     }
 }
 
