@@ -150,3 +150,21 @@ def test_empty_outputs() -> None:
     assert loss == 0.0
     assert grad.shape == (0, 5)
     assert kdloss.softmax(s).shape == (0, 5)
+
+
+@pytest.mark.parametrize("name", list(OUTPUTS))
+def test_cached_outputs_behave_as_views(name: str) -> None:
+    # What the README says of them: writeable, not owning their memory (so not resizable in
+    # place), and a copy owns its memory.
+    s, t, y = _inputs()
+    out = OUTPUTS[name](s, t, y)
+    assert _owner(out) is not None
+    assert not out.flags.owndata
+    assert out.flags.writeable
+    out[0, 0] = 1.5
+    assert out[0, 0] == 1.5
+    with pytest.raises(ValueError, match="resize"):
+        out.resize((10, 10))
+    copy = out.copy()
+    assert copy.flags.owndata
+    np.testing.assert_array_equal(copy, out)
