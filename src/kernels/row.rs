@@ -48,7 +48,7 @@ impl Tail {
         }
     }
 
-    /// The tail chunk of `x`, which holds `n` elements.
+    /// The tail chunk of `x`, a row of the length this tail was made for.
     #[inline(always)]
     fn chunk<T: Float>(self, x: &[T], full: usize) -> Chunk<T> {
         match self {
@@ -57,7 +57,8 @@ impl Tail {
         }
     }
 
-    /// Stores the tail chunk's results `r` into `out[full..]`.
+    /// Stores the tail chunk's results `r` into `out`: its elements from `full` on (and, for
+    /// an overlapping chunk, the elements before those again, with the values they hold).
     #[inline(always)]
     fn store<T: Float>(self, out: &mut [T], full: usize, r: &Chunk<T>) {
         match self {
