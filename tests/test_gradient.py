@@ -205,3 +205,11 @@ def test_large_gradient_into_out_at_every_alignment(dtype: Any, classes: int) ->
         assert grad2 is out
         assert loss2 == loss
         np.testing.assert_array_equal(out, grad)
+    # Rows of the streamed gradient against the same rows alone, a gradient small enough for
+    # plain stores (the sum reduction, so that only the scale, 1 / counted rows, differs).
+    tol = {"rtol": 1e-5, "atol": 1e-7} if dtype == np.float32 else {"rtol": 1e-12, "atol": 1e-15}
+    counted = np.count_nonzero(y != IGNORE)
+    by_sum = kdloss.DistillationLoss(2.0, 0.5, reduction="sum")
+    for lo in (0, rows // 2, rows - 3):
+        _, part = by_sum.forward_backward(s[lo : lo + 3], t[lo : lo + 3], y[lo : lo + 3])
+        np.testing.assert_allclose(grad[lo : lo + 3] * counted, part, **tol)

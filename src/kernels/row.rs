@@ -64,11 +64,20 @@ impl Tail {
         match self {
             // The overlapped lanes get the values they already hold.
             Tail::Overlap { start, .. } => out[start..start + LANES].copy_from_slice(r),
-            Tail::Padded => {
-                let n = out.len();
-                out[full..].copy_from_slice(&r[..n - full]);
-            }
+            Tail::Padded => self.store_new(out, full, r),
         }
+    }
+
+    /// Stores only the elements from `full` on: after non-temporal stores, a plain store to a
+    /// line they wrote would flush it from the write-combining buffer and read it back.
+    #[inline(always)]
+    fn store_new<T: Float>(self, out: &mut [T], full: usize, r: &Chunk<T>) {
+        let n = out.len();
+        let first = match self {
+            Tail::Overlap { done, .. } => done,
+            Tail::Padded => 0,
+        };
+        out[full..].copy_from_slice(&r[first..first + (n - full)]);
     }
 
     /// Zeroes the lanes of per-lane sums that an overlapping chunk had already counted.
@@ -211,7 +220,9 @@ pub fn add_into<T: Float>(acc: &mut Chunk<T>, x: &Chunk<T>) {
 /// touched and may be empty) for a later pass to read instead of recomputing them. `next`,
 /// the row pair to be processed after this one, is prefetched as this one is read, so that
 /// its first pass finds it in cache: in L1 when it is small enough to stay there
-/// (`L1_AHEAD_BYTES`), in L2 otherwise.
+/// (`L1_AHEAD_BYTES`), in L2 otherwise. `step` must work lane by lane, each lane from its own
+/// inputs alone (no lane index, no state): the tail's overlapped lanes are computed again, their
+/// sums dropped and their results stored again, which is only right if they come out the same.
 #[inline(always)]
 pub fn fold2_keep<T: Float, const N: usize, const K: usize>(
     a: &[T],
@@ -302,7 +313,8 @@ pub fn max2<T: Float>(a: &[T], b: &[T]) -> (T, T) {
 }
 
 /// Writes `step(chunk of a, chunk of b, chunk of c)` over `out` (all of equal length); with
-/// `stream`, by non-temporal stores for the whole chunks (the caller fences).
+/// `stream`, by non-temporal stores for the whole chunks (the caller fences). As in
+/// `fold2_keep`, `step` must work lane by lane, each lane from its own inputs alone.
 #[inline(always)]
 pub fn map3<T: Float, L: Level>(
     a: &[T],
@@ -338,7 +350,11 @@ pub fn map3<T: Float, L: Level>(
             &tail.chunk(b, full),
             &tail.chunk(c, full),
         );
-        tail.store(out, full, &r);
+        if stream {
+            tail.store_new(out, full, &r);
+        } else {
+            tail.store(out, full, &r);
+        }
     }
 }
 
