@@ -21,13 +21,19 @@ On seeded synthetic float32 logits (T = 2, alpha = 0.5) it measures, at 1 and 2 
   call by call, and the speed-up over the first thread count;
 - ``tiny``: the cost of one call at (8, 10), in microseconds.
 
-Every timing is a median of interleaved repetitions (``kdloss._bench.run_interleaved``): all
+Every timing is a median of interleaved samples (``kdloss._bench.run_interleaved``): all
 implementations of one shape take turns, so a slow phase of a shared machine hits them alike,
-and each ratio compares two medians of the same run. The roofline columns put kdloss next to a
-lower bound per call, ``max(bytes/element x elements / stream bandwidth, exps/element x
-elements x exp cost / threads)``, from ``kdloss._core.probe_bandwidth`` (256 MB, at the thread
-count) and ``kdloss._core.probe_exp`` (one thread), both measured in the same run, before and
-after the timings; the best figures are used. The last table checks the targets of the
+and each ratio compares two medians of the same run. A sample is two calls, and the tables
+report the second, which runs as a call in a loop does; the first call, timed on its own, finds
+the caches as the other implementations left them, and the first-call table reports it for the
+loss with its gradient. Before each sample the process waits until none of its threads is busy
+(PyTorch's OpenMP workers spin for 10 to 20 ms after each call).
+
+The roofline columns put kdloss next to a lower bound per call, ``max(bytes/element x
+elements / stream bandwidth, exps/element x elements x exp cost / threads)``, from
+``kdloss._core.probe_bandwidth`` (256 MB, at the thread count) and ``kdloss._core.probe_exp``
+(one thread), both measured in the same run, before and after the timings; the best figures
+are used. The last table checks the targets of the
 performance work against what was measured.
 
 ``--markdown FILE`` writes the tables as Markdown. If FILE already holds the markers
@@ -112,12 +118,18 @@ class Measured:
     threads: int
     shape: tuple[int, int]
     times: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    # The first call of each sample, timed on its own.
+    first: dict[tuple[str, str], list[float]] = field(default_factory=dict)
     skipped: dict[tuple[str, str], str] = field(default_factory=dict)
     # The share of the CPUs other processes used while the group was timed.
     load: float | None = None
 
     def median(self, op: str, impl: str) -> float | None:
         times = self.times.get((op, impl))
+        return float(np.median(times)) if times else None
+
+    def first_median(self, op: str, impl: str) -> float | None:
+        times = self.first.get((op, impl))
         return float(np.median(times)) if times else None
 
     @property
@@ -386,6 +398,7 @@ class Suite:
         kb.run_interleaved(tasks, estimates, self.settings, self.progress, label)
         for owner, task in zip(owners, tasks):
             group.times[owner] = task.times_s
+            group.first[owner] = task.first_s
         return self.finish(group, meter)
 
     def measure_scaling(self, threads: Sequence[int], case: kb.Case, label: str) -> Measured:
@@ -433,6 +446,7 @@ class Suite:
         kb.run_interleaved(tasks, estimates, self.settings, self.progress, label)
         for owner, task in zip(owners, tasks):
             group.times[owner] = task.times_s
+            group.first[owner] = task.first_s
         return self.finish(group, meter)
 
     def measure_tiny(self, threads: int, label: str) -> Measured:
@@ -468,6 +482,7 @@ class Suite:
         kb.run_interleaved(tasks, estimates, self.settings, self.progress, label)
         for (mode, key, _), task in zip(calls, tasks):
             group.times[(mode, key)] = task.times_s
+            group.first[(mode, key)] = task.first_s
         return self.finish(group, meter)
 
 
@@ -543,6 +558,28 @@ def loss_table(suite: Suite, limits: kb.Limits, threads: int, op: Op) -> Table:
         "x bound = kdloss / bound. — : not run (pure Python is skipped above ~0.5 s a call)."
     )
     return Table(title, note + _busy_note(groups), header, rows)
+
+
+def first_call_table(suite: Suite, op: Op) -> Table:
+    """The loss tables' first calls: each timed on its own, right after the other
+    implementations' calls, with the caches as they left them."""
+    peers = _peers(suite.impls, ("reference", "numpy_f32", "python", "torch"))
+    header = ["shape", "threads", "kdloss ms", "ns/element", *[p.title for p in peers]]
+    rows = []
+    groups = [g for g in suite.groups if g.section == "loss"]
+    for g in sorted(groups, key=lambda g: g.threads):
+        ours = g.first_median(op.key, "kdloss")
+        row = [g.name, str(g.threads), *_ours_cells(g, ours)]
+        for p in peers:
+            skipped = g.skipped.get((op.key, p.key))
+            row.append("—" if skipped else kb.peer_cell(g.first_median(op.key, p.key), ours))
+        rows.append(row)
+    note = (
+        "Median ms of the first call of each sample, which follows the other implementations' "
+        "calls (pure Python's leave nothing of kdloss's inputs in cache); in parentheses, how "
+        "many times faster kdloss is. The loss tables above time the second call."
+    )
+    return Table(f"Distillation loss, {op.title} (`{op.key}`), first calls", note, header, rows)
 
 
 def kernel_table(suite: Suite, limits: kb.Limits, threads: int) -> Table:
@@ -776,6 +813,8 @@ def _groups_json(groups: Sequence[Measured]) -> list[dict[str, Any]]:
                     "impl": impl,
                     "times_s": times,
                     "median_s": med,
+                    "first_call_times_s": g.first.get((op, impl), []),
+                    "first_call_median_s": g.first_median(op, impl),
                     "background_load": g.load,
                 }
             )
@@ -845,9 +884,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"which parts to run, of {','.join(SECTIONS)}; default: all",
     )
     parser.add_argument(
-        "--repeat", type=kb.positive_int, metavar="K", help="exactly K repetitions per task"
+        "--repeat", type=kb.positive_int, metavar="K", help="exactly K samples per task"
     )
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions: a smoke run")
+    parser.add_argument("--quick", action="store_true", help="fewer samples: a smoke run")
     parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
     parser.add_argument(
         "--wait-quiet",
@@ -984,6 +1023,8 @@ def _main(args: argparse.Namespace, out: TextIO, argv: Sequence[str] | None) -> 
             tables += [loss_table(suite, limits, n, op) for op in LOSS_OPS]
         if "kernels" in sections:
             tables.append(kernel_table(suite, limits, n))
+    if "loss" in sections:
+        tables.append(first_call_table(suite, OPS["forward_backward"]))
     if "scaling" in sections and len(threads) > 1:
         tables.append(scaling_table(suite, threads))
     if "tiny" in sections:
@@ -1004,8 +1045,9 @@ def _main(args: argparse.Namespace, out: TextIO, argv: Sequence[str] | None) -> 
         )
         + f"; exp {limits.exp_cost():.3f} ns/element on one thread "
         f"(best of {len(limits.exp_ns)} probes each)",
-        f"timing: medians of interleaved repetitions ({settings.min_reps} to "
-        f"{settings.max_reps} per task, or {settings.budget_s:g} s of calls); "
+        f"timing: medians of interleaved samples ({settings.min_reps} to "
+        f"{settings.max_reps} per task, or {settings.budget_s:g} s of calls), each the second "
+        "of two calls, after waiting for the process to be idle; "
         f"{elapsed:.0f} s in all",
         _load_line(suite.groups, load),
     ]

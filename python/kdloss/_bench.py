@@ -10,10 +10,14 @@ its gradient (``forward_backward``) and without (``forward``) for:
   at most a couple of seconds;
 - PyTorch's ``F.kl_div`` + ``F.cross_entropy`` with autograd, when ``import torch`` works.
 
-Repetitions of the implementations are interleaved so that a slow phase of a shared machine
-hits all of them alike; the tables report medians and how many times faster kdloss is than each
-peer, measured in the same run. Before any timing, kdloss's loss and gradient are checked
-against the reference.
+Samples of the implementations are interleaved so that a slow phase of a shared machine hits
+all of them alike. A sample is two calls: the first, timed on its own, finds the caches as the
+other implementations left them; the second, whose time the tables report, runs as a call in a
+loop does (``timeit``'s figure). Before each sample the process waits until none of its threads
+is busy: PyTorch's OpenMP workers spin for 10 to 20 ms after each call. The tables report
+medians and how many times faster kdloss is than each peer, measured in the same run; the JSON
+output also holds the first calls' times. Before any timing, kdloss's loss and gradient are
+checked against the reference.
 
 A roofline column puts kdloss next to a lower bound for each call, from two figures the run
 measures itself: streaming read bandwidth at the thread count in use and the single-thread cost
@@ -146,11 +150,17 @@ class Timing:
     """Raw timings of one implementation in one mode on one shape."""
 
     times_s: list[float] = field(default_factory=list)
+    # Each sample's first call, timed on its own (see ``Task``).
+    first_s: list[float] = field(default_factory=list)
     skipped: str | None = None
 
     @property
     def median_s(self) -> float | None:
         return statistics.median(self.times_s) if self.times_s else None
+
+    @property
+    def first_median_s(self) -> float | None:
+        return statistics.median(self.first_s) if self.first_s else None
 
 
 @dataclass
@@ -526,10 +536,11 @@ def calibrate_python(progress: Progress) -> float:
 class Task:
     """One thing to time, and the times it got.
 
-    ``fn`` is what is timed; ``setup``, when given, runs untimed before every timed call (to
-    switch thread counts, say). With ``inner`` > 1 one sample is ``inner`` back-to-back calls
-    and its time is per call: for calls of a few microseconds, where the clock's own cost and
-    resolution would otherwise show.
+    ``fn`` is what is timed; ``setup``, when given, runs untimed before every sample (to switch
+    thread counts, say). A sample is one call, timed on its own (``first_s``: inputs and code
+    as the other tasks left the caches), then ``inner`` back-to-back calls timed together
+    (``times_s``, per call: the warm figure, as a loop of calls sees it). ``inner`` > 1 is for
+    calls of a few microseconds, where the clock's own cost and resolution would otherwise show.
     """
 
     name: str
@@ -537,42 +548,81 @@ class Task:
     setup: Callable[[], None] | None = None
     inner: int = 1
     times_s: list[float] = field(default_factory=list)
-
-    @property
-    def median_s(self) -> float | None:
-        return statistics.median(self.times_s) if self.times_s else None
+    first_s: list[float] = field(default_factory=list)
 
 
-def time_task(task: Task) -> tuple[float, Any]:
-    """One sample of ``task``: seconds per call, and the value of the last call."""
+def time_task(task: Task) -> tuple[float, float, Any]:
+    """One sample of ``task``: seconds of its first call, seconds per warm call, and the value
+    of the last call."""
     if task.setup is not None:
         task.setup()
     fn = task.fn
     start = time.perf_counter()
+    fn()
+    first = time.perf_counter() - start
+    start = time.perf_counter()
     for _ in range(task.inner - 1):
         fn()
     value = fn()
-    return (time.perf_counter() - start) / task.inner, value
+    return first, (time.perf_counter() - start) / task.inner, value
 
 
 def _time_once(fn: Timed) -> tuple[float, Any]:
-    return time_task(Task("", fn))
+    start = time.perf_counter()
+    value = fn()
+    return time.perf_counter() - start, value
+
+
+def sample_cost_s(task: Task, per_call_s: float) -> float:
+    """The seconds one sample of ``task`` takes at ``per_call_s`` a call."""
+    return per_call_s * (task.inner + 1)
 
 
 def warm_up(task: Task, budget_s: float) -> tuple[float, Any]:
-    """Call ``task`` until its time settles; return the last time (an estimate) and value.
+    """Sample ``task`` until its time settles; return the last warm time (an estimate) and value.
 
     First calls pay for lazy initialisation and cold caches (PyTorch's first call in a process
-    takes about ten times its usual time), so one call is not enough. Stop when a call is within
-    25% of the fastest before it, after ``budget_s`` in all, or after 20 calls.
+    takes about ten times its usual time), so one sample is not enough. Stop when a sample is
+    within 25% of the fastest before it, after ``budget_s`` in all, or after 20 samples.
     """
     times: list[float] = []
+    spent = 0.0
     while True:
-        elapsed, value = time_task(task)
+        first, elapsed, value = time_task(task)
+        spent += first + elapsed * task.inner
         times.append(elapsed)
         settled = len(times) >= 2 and elapsed <= 1.25 * min(times[:-1])
-        if settled or sum(times) * task.inner >= budget_s or len(times) >= 20:
+        if settled or spent >= budget_s or len(times) >= 20:
             return elapsed, value
+
+
+# How long the process must go without using the CPU before a sample, and the longest wait.
+IDLE_WINDOW_S = 0.002
+IDLE_LIMIT_S = 0.25
+
+
+def _other_threads_cpu_s() -> float:
+    return time.process_time() - time.thread_time()
+
+
+def wait_until_idle(window_s: float = IDLE_WINDOW_S, limit_s: float = IDLE_LIMIT_S) -> float:
+    """Wait until no other thread of this process is using the CPU; return the seconds waited.
+
+    Worker threads can keep spinning after a call returns: PyTorch's OpenMP threads spin for
+    10 to 20 ms after each parallel call, on the cores the next implementation would run on.
+    The other threads are idle once their CPU time grows by less than a quarter of
+    ``window_s`` over ``window_s``; ``limit_s`` bounds the wait. The calling thread waits
+    busy, not asleep: a core that slept finds its caches and clock as a cold call does.
+    """
+    start = time.monotonic()
+    while True:
+        cpu = _other_threads_cpu_s()
+        window_end = time.monotonic() + window_s
+        while time.monotonic() < window_end:
+            pass
+        waited = time.monotonic() - start
+        if _other_threads_cpu_s() - cpu < 0.25 * window_s or waited >= limit_s:
+            return waited
 
 
 def run_interleaved(
@@ -582,13 +632,16 @@ def run_interleaved(
     progress: Progress,
     label: str,
 ) -> None:
-    """Time warmed-up ``tasks`` in interleaved rounds, appending to each task's ``times_s``.
+    """Sample warmed-up ``tasks`` in interleaved rounds, appending to their ``times_s`` and
+    ``first_s``.
 
-    Each task gets enough repetitions to fill ``settings.budget_s`` at its estimated time per
-    sample (between ``min_reps`` and ``max_reps``), or exactly ``settings.repeat``. Each round
-    starts at a different task, and a task's repetitions are spread evenly over the rounds, so
-    a slow phase of a shared machine hits every task alike. The garbage collector is off while
-    timing.
+    Each task gets enough samples to fill ``settings.budget_s`` at its estimated time per call
+    (between ``min_reps`` and ``max_reps``), or exactly ``settings.repeat``. Each round starts
+    at a different task, and a task's samples are spread evenly over the rounds, so a slow
+    phase of a shared machine hits every task alike. Before each sample the process waits
+    until no thread of its own is still busy (``wait_until_idle``), so no implementation is
+    timed against the spinning workers of the one before it. The garbage collector is off
+    while timing.
     """
     if settings.repeat is not None:
         reps = [settings.repeat] * len(tasks)
@@ -596,7 +649,7 @@ def run_interleaved(
         reps = [
             max(
                 settings.min_reps,
-                min(settings.max_reps, int(settings.budget_s / max(e * t.inner, 1e-9))),
+                min(settings.max_reps, int(settings.budget_s / max(sample_cost_s(t, e), 1e-9))),
             )
             for t, e in zip(tasks, estimates)
         ]
@@ -611,12 +664,12 @@ def run_interleaved(
             for i in [*range(shift, len(tasks)), *range(shift)]:
                 task = tasks[i]
                 k = reps[i]
-                # Spread each task's k repetitions evenly over the rounds.
+                # Spread each task's k samples evenly over the rounds.
                 if (r + 1) * k // rounds == r * k // rounds:
                     continue
                 # A call that got much slower than its warm-up (a busy machine) must not
-                # stretch the run: past three budgets, the repetitions so far are enough.
-                spent = sum(task.times_s) * task.inner
+                # stretch the run: past three budgets, the samples so far are enough.
+                spent = sum(sample_cost_s(task, t) for t in task.times_s)
                 if (
                     settings.repeat is None
                     and len(task.times_s) >= settings.min_reps
@@ -627,7 +680,9 @@ def run_interleaved(
                     f"{label}: round {r + 1}/{rounds}, {task.name} "
                     f"({time.monotonic() - start:.1f} s)"
                 )
-                elapsed, _ = time_task(task)
+                wait_until_idle()
+                first, elapsed, _ = time_task(task)
+                task.first_s.append(first)
                 task.times_s.append(elapsed)
     finally:
         if gc_was_enabled:
@@ -674,7 +729,7 @@ def measure_shape(
             estimates.append(elapsed)
     run_interleaved(tasks, estimates, settings, progress, label)
     for (key, mode), task in zip(owners, tasks):
-        timings[key][mode] = Timing(task.times_s)
+        timings[key][mode] = Timing(task.times_s, task.first_s)
     return ShapeResult(case, timings)
 
 
@@ -898,10 +953,13 @@ def to_json(
             for mode in MODES:
                 timing = res.timings[impl.key][mode]
                 med = timing.median_s
+                first = timing.first_median_s
                 ours = res.timings["kdloss"][mode].median_s
                 per_mode[mode] = {
                     "times_s": timing.times_s,
                     "median_ms": None if med is None else med * 1e3,
+                    "first_call_times_s": timing.first_s,
+                    "first_call_median_ms": None if first is None else first * 1e3,
                     "ns_per_element": None if med is None else med * 1e9 / res.case.elements,
                     "kdloss_speedup": None if med is None or not ours else med / ours,
                     "skipped": timing.skipped,
@@ -1161,9 +1219,9 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     print(bound_formula(threads), file=out)
 
     how = (
-        f"{settings.repeat} repetitions each"
+        f"{settings.repeat} samples each"
         if settings.repeat is not None
-        else f"repetitions by time budget ({settings.min_reps} to {settings.max_reps})"
+        else f"samples by time budget ({settings.min_reps} to {settings.max_reps})"
     )
     for mode in MODES:
         print(file=out)
@@ -1178,7 +1236,10 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         for res in results
         if res.timings["python"]["forward_backward"].skipped
     }
-    notes = [f"{how}, interleaved; {elapsed:.0f} s in all; {load.describe()}"]
+    notes = [
+        f"{how}, interleaved, each the second of two calls; {elapsed:.0f} s in all; "
+        f"{load.describe()}"
+    ]
     if skipped:
         notes.append(
             "pure Python skipped at "
