@@ -33,8 +33,7 @@ The roofline columns put kdloss next to a lower bound per call, ``max(bytes/elem
 elements / stream bandwidth, exps/element x elements x exp cost / threads)``, from
 ``kdloss._core.probe_bandwidth`` (256 MB, at the thread count) and ``kdloss._core.probe_exp``
 (one thread), both measured in the same run, before and after the timings; the best figures
-are used. The last table checks the targets of the
-performance work against what was measured.
+are used. The last table checks kdloss's performance targets against what was measured.
 
 ``--markdown FILE`` writes the tables as Markdown. If FILE already holds the markers
 ``<!-- suite.py:begin -->`` and ``<!-- suite.py:end -->``, only the text between them is

@@ -9,6 +9,7 @@ use numpy::{
     Element, IntoPyArray, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2,
     PyUntypedArrayMethods,
 };
+use pyo3::exceptions::PyMemoryError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyFloat};
 
@@ -67,10 +68,23 @@ impl Drop for OutputBuffer {
 }
 
 /// A pooled buffer for a fresh `(rows, classes)` output of at least `pool::MIN_BYTES`, or
-/// `None` for a smaller one (then an ordinary NumPy array is made).
-fn pooled<T>(rows: usize, classes: usize) -> Option<pool::Buffer> {
-    let bytes = rows * classes * std::mem::size_of::<T>();
-    (bytes >= pool::MIN_BYTES).then(|| pool::take(bytes))
+/// `None` for a smaller one (then an ordinary NumPy array is made). `MemoryError` when the
+/// system has no memory for it.
+fn pooled<T>(rows: usize, classes: usize) -> PyResult<Option<pool::Buffer>> {
+    let bytes = rows
+        .checked_mul(classes)
+        .and_then(|n| n.checked_mul(std::mem::size_of::<T>()));
+    match bytes {
+        Some(b) if b < pool::MIN_BYTES => Ok(None),
+        Some(b) => pool::take(b).map(Some).ok_or_else(|| no_memory(b)),
+        None => Err(no_memory(usize::MAX)),
+    }
+}
+
+fn no_memory(bytes: usize) -> PyErr {
+    PyMemoryError::new_err(format!(
+        "cannot allocate {bytes} bytes for the output array"
+    ))
 }
 
 /// Hands a filled pooled buffer to Python as a `(rows, classes)` array that owns it.
@@ -97,7 +111,7 @@ fn fresh_output<'py, T: Float + Element, R>(
     classes: usize,
     fill: impl FnOnce(&mut [T]) -> PyResult<R>,
 ) -> PyResult<(R, Bound<'py, PyArray2<T>>)> {
-    match pooled::<T>(rows, classes) {
+    match pooled::<T>(rows, classes)? {
         Some(mut buf) => {
             // SAFETY: sized for rows·classes elements; `fill` writes them all before the array
             // exists, and on an error the buffer goes back unseen.
@@ -318,12 +332,16 @@ pub fn softmax<'py>(
 
 /// Sets the number of threads used by later calls.
 #[pyfunction]
-pub fn set_num_threads(n: i64) -> PyResult<()> {
-    if n < 1 {
-        return Err(KdError::value(format!("n must be an integer >= 1, got {n}")).into());
+pub fn set_num_threads(n: &Bound<'_, PyAny>) -> PyResult<()> {
+    // Any Python int: a negative one, or one beyond 64 bits, is out of range like any other.
+    match n
+        .extract::<i64>()
+        .ok()
+        .and_then(|v| usize::try_from(v).ok())
+    {
+        Some(count) => Ok(parallel::set_num_threads(count)?),
+        None => Err(parallel::thread_count_error(n.repr()?).into()),
     }
-    let n = usize::try_from(n).map_err(|_| KdError::value(format!("n is too large: {n}")))?;
-    Ok(parallel::set_num_threads(n)?)
 }
 
 /// The number of threads calls use.

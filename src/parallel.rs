@@ -17,6 +17,8 @@ use crate::error::KdError;
 pub const PARALLEL_MIN_ELEMENTS: usize = 1 << 17;
 /// Each parallel task gets at least this many elements, so scheduling stays a small fraction.
 const TASK_MIN_ELEMENTS: usize = 1 << 15;
+/// The most threads a call may use.
+pub const MAX_THREADS: usize = 1024;
 /// Tasks per thread, for balance when rows cost different amounts (ignored rows are free)
 /// and when a thread joins late.
 const TASKS_PER_THREAD: usize = 8;
@@ -43,18 +45,25 @@ pub fn threads_from_env() -> Result<usize, KdError> {
             "KDLOSS_NUM_THREADS must be a positive integer, got {v:?}"
         ))),
         Ok(v) => match v.trim().parse::<usize>() {
-            Ok(n) if n >= 1 => Ok(n),
+            Ok(n) if (1..=MAX_THREADS).contains(&n) => Ok(n),
             _ => Err(KdError::value(format!(
-                "KDLOSS_NUM_THREADS must be a positive integer, got {v:?}"
+                "KDLOSS_NUM_THREADS must be an integer from 1 to {MAX_THREADS}, got {v:?}"
             ))),
         },
     }
 }
 
+/// The error for a thread count `n` out of range.
+pub fn thread_count_error(n: impl std::fmt::Display) -> KdError {
+    KdError::value(format!(
+        "n must be an integer from 1 to {MAX_THREADS}, got {n}"
+    ))
+}
+
 /// Sets the number of threads later calls use; the pool itself is built on first need.
 pub fn set_num_threads(n: usize) -> Result<(), KdError> {
-    if n < 1 {
-        return Err(KdError::value(format!("n must be >= 1, got {n}")));
+    if !(1..=MAX_THREADS).contains(&n) {
+        return Err(thread_count_error(n));
     }
     let mut guard = POOL.write().unwrap_or_else(|e| e.into_inner());
     if guard.threads != n {

@@ -10,7 +10,7 @@
 //! read its line from memory. (Gradients this large are written with non-temporal stores,
 //! which do not read the lines; softmax outputs are not, but still save the page faults.)
 
-use std::alloc::{alloc, dealloc, handle_alloc_error, Layout};
+use std::alloc::{alloc, dealloc, Layout};
 use std::ptr::NonNull;
 use std::sync::{Mutex, MutexGuard};
 
@@ -34,20 +34,17 @@ unsafe impl Send for Buffer {}
 unsafe impl Sync for Buffer {}
 
 impl Buffer {
-    fn layout(bytes: usize) -> Layout {
-        // `bytes` is the size of a slice that exists, so it is below isize::MAX.
-        Layout::from_size_align(bytes, ALIGN).unwrap_or_else(|_| unreachable!())
+    fn layout(bytes: usize) -> Option<Layout> {
+        Layout::from_size_align(bytes, ALIGN).ok()
     }
 
-    fn new(bytes: usize) -> Buffer {
+    /// A new block, or `None` if the system has no memory for it.
+    fn new(bytes: usize) -> Option<Buffer> {
         debug_assert!(bytes > 0);
-        let layout = Self::layout(bytes);
+        let layout = Self::layout(bytes)?;
         // SAFETY: the layout has a non-zero size.
         let ptr = unsafe { alloc(layout) };
-        match NonNull::new(ptr) {
-            Some(ptr) => Buffer { ptr, bytes },
-            None => handle_alloc_error(layout),
-        }
+        NonNull::new(ptr).map(|ptr| Buffer { ptr, bytes })
     }
 
     pub fn bytes(&self) -> usize {
@@ -73,8 +70,11 @@ impl Buffer {
 
 impl Drop for Buffer {
     fn drop(&mut self) {
-        // SAFETY: allocated by `alloc` with this very layout.
-        unsafe { dealloc(self.ptr.as_ptr(), Self::layout(self.bytes)) };
+        // A block exists only if its layout did.
+        if let Some(layout) = Self::layout(self.bytes) {
+            // SAFETY: allocated by `alloc` with this very layout.
+            unsafe { dealloc(self.ptr.as_ptr(), layout) };
+        }
     }
 }
 
@@ -86,14 +86,18 @@ fn cache() -> MutexGuard<'static, Vec<Buffer>> {
     CACHE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A buffer of `bytes` (> 0) bytes: one given back earlier if there is one of that size.
-pub fn take(bytes: usize) -> Buffer {
+/// A buffer of `bytes` (> 0) bytes: one given back earlier if there is one of that size, else
+/// a new one; `None` if the system has no memory for it (even after the kept ones are freed).
+pub fn take(bytes: usize) -> Option<Buffer> {
     let reused = {
         let mut kept = cache();
         let found = kept.iter().rposition(|b| b.bytes == bytes);
         found.map(|i| kept.remove(i))
     };
-    reused.unwrap_or_else(|| Buffer::new(bytes))
+    reused.or_else(|| Buffer::new(bytes)).or_else(|| {
+        clear();
+        Buffer::new(bytes)
+    })
 }
 
 /// Keeps `buf` for a later `take` of its size, dropping the oldest kept buffers as needed to
@@ -136,7 +140,7 @@ mod tests {
     #[test]
     fn buffers_are_reused_by_size_within_the_limits() {
         clear();
-        let mut a = take(4096);
+        let mut a = take(4096).unwrap();
         assert!((a.as_ptr::<u8>() as usize).is_multiple_of(ALIGN));
         // SAFETY: 1024 f32 are 4096 bytes; written before being read.
         let s = unsafe { a.as_mut_slice::<f32>(1024) };
@@ -144,24 +148,27 @@ mod tests {
         let addr = a.as_ptr::<u8>();
         give_back(a);
         assert_eq!(cached_bytes(), 4096);
-        let b = take(8192);
+        let b = take(8192).unwrap();
         assert_ne!(b.as_ptr::<u8>(), addr);
-        let c = take(4096);
+        let c = take(4096).unwrap();
         assert_eq!(c.as_ptr::<u8>(), addr);
         assert_eq!(cached_bytes(), 0);
         give_back(b);
         give_back(c);
         for _ in 0..10 {
-            give_back(take(100));
-            give_back(Buffer::new(100));
+            give_back(take(100).unwrap());
+            give_back(Buffer::new(100).unwrap());
         }
         assert!(cache().len() <= CACHE_BUFFERS);
-        give_back(Buffer::new(CACHE_BYTES / 2 + 64));
-        give_back(Buffer::new(CACHE_BYTES / 2 + 64));
+        give_back(Buffer::new(CACHE_BYTES / 2 + 64).unwrap());
+        give_back(Buffer::new(CACHE_BYTES / 2 + 64).unwrap());
         assert!(cached_bytes() <= CACHE_BYTES);
-        give_back(Buffer::new(CACHE_BYTES + 64));
+        give_back(Buffer::new(CACHE_BYTES + 64).unwrap());
         assert!(cached_bytes() <= CACHE_BYTES);
         clear();
         assert_eq!(cached_bytes(), 0);
+        // More than any system has: refused, not aborted.
+        assert!(take(isize::MAX as usize - 4096).is_none());
+        assert!(take(usize::MAX - 16).is_none());
     }
 }

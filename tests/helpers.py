@@ -18,7 +18,7 @@ TOLERANCES = {
 
 
 def computed_dtype(*dtypes: npt.DTypeLike) -> np.dtype[Any]:
-    """The dtype the spec computes in: float64 if any input is float64 or integer, else float32."""
+    """The dtype kdloss computes in: float64 if any input is float64 or integer, else float32."""
     for dt in dtypes:
         kind = np.dtype(dt).kind
         if kind in "iub" or np.dtype(dt) == np.float64:

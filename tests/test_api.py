@@ -24,6 +24,7 @@ PUBLIC_NAMES = [
     "set_num_threads",
     "get_num_threads",
 ]
+PUBLIC_MODULES = ["reference"]
 REDUCTIONS = ["mean", "sum", "none"]
 
 
@@ -38,8 +39,14 @@ def test_public_names_exist_and_are_documented(name: str) -> None:
 def test_all_lists_the_public_names() -> None:
     exported = set(getattr(kdloss, "__all__", PUBLIC_NAMES))
     assert set(PUBLIC_NAMES) <= exported
+    assert set(PUBLIC_MODULES) <= exported
     for name in exported:
         assert hasattr(kdloss, name)
+
+
+def test_the_reference_is_an_attribute_after_import_kdloss() -> None:
+    assert kdloss.reference is reference
+    assert callable(kdloss.reference.distillation_loss)
 
 
 @pytest.mark.parametrize(

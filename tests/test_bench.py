@@ -29,12 +29,12 @@ def test_a_sample_is_one_first_call_then_inner_calls() -> None:
     calls, fn = _counter()
     setups = [0]
     task = kb.Task("count", fn, setup=lambda: setups.__setitem__(0, setups[0] + 1), inner=3)
-    first, per_call, value = kb.time_task(task)
+    kb.time_task(task)
     assert calls[0] == 4
-    assert value == 4
     assert setups[0] == 1
-    assert first >= 0
-    assert per_call >= 0
+    _, _, value = kb.time_task(task)
+    assert value == 8
+    assert setups[0] == 2
 
 
 def test_the_first_call_is_timed_apart_from_the_others() -> None:
@@ -85,7 +85,9 @@ def test_waiting_for_idle_outlasts_a_busy_thread() -> None:
     worker.start()
     started.wait()
     begun = time.monotonic()
-    waited = kb.wait_until_idle(window_s=0.005, limit_s=5.0)
+    # Windows of 20 ms span several scheduler slices, so a loaded machine still shows the
+    # thread busy in each.
+    waited = kb.wait_until_idle(window_s=0.02, limit_s=5.0)
     worker.join()
     assert busy_s[0] > 0.02
     assert waited >= 0.5 * busy_s[0]
@@ -100,6 +102,7 @@ def test_the_bench_command_writes_warm_and_first_call_times(tmp_path: Path) -> N
             "-m",
             "kdloss",
             "bench",
+            "--quick",
             "--shapes",
             "8x10",
             "--repeat",

@@ -377,11 +377,48 @@ def test_non_integer_scalar_label() -> None:
 
 
 @pytest.mark.usefixtures("restore_num_threads")
-@pytest.mark.parametrize("n", [0, -1, -(2**40)])
-def test_set_num_threads_below_one(n: int) -> None:
+@pytest.mark.parametrize("n", [0, -1, -(2**40), 1025, 2**40, 2**70, -(2**70)])
+def test_set_num_threads_out_of_range(n: int) -> None:
     before = kdloss.get_num_threads()
     _raises(ValueError, lambda: kdloss.set_num_threads(n), r"thread|\bn\b", re.escape(str(n)))
     assert kdloss.get_num_threads() == before
+
+
+@pytest.mark.usefixtures("restore_num_threads")
+@pytest.mark.parametrize("n", [np.int64(2), np.uint8(1), np.int32(3)])
+def test_set_num_threads_takes_numpy_integers(n: Any) -> None:
+    kdloss.set_num_threads(n)
+    assert kdloss.get_num_threads() == int(n)
+
+
+@pytest.mark.usefixtures("restore_num_threads")
+@pytest.mark.parametrize("n", [2.0, "2", None, True, np.bool_(True), np.float64(2)])
+def test_set_num_threads_refuses_other_types(n: Any) -> None:
+    before = kdloss.get_num_threads()
+    _raises(TypeError, lambda: kdloss.set_num_threads(n), r"\bn\b")
+    assert kdloss.get_num_threads() == before
+
+
+# ---------------------------------------------------------------------------------------------
+# masked arrays: their masks would be lost
+# ---------------------------------------------------------------------------------------------
+
+
+def test_masked_logits_are_refused() -> None:
+    masked = np.ma.masked_array(S, mask=S > 1)
+    for call in (
+        lambda: kdloss.distillation_loss(masked, T, Y),
+        lambda: kdloss.softmax(masked),
+        lambda: kdloss.cross_entropy(masked, Y),
+    ):
+        _raises(TypeError, call, "student_logits|logits|x", "masked", "filled")
+    _raises(TypeError, lambda: kdloss.kl_divergence(S, masked), "teacher_logits", "masked")
+
+
+def test_masked_labels_are_refused() -> None:
+    masked = np.ma.masked_array(Y, mask=[True, False, False])
+    _raises(TypeError, lambda: kdloss.distillation_loss(S, T, masked), "labels", "masked")
+    _raises(TypeError, lambda: kdloss.cross_entropy(S, masked), "labels", "masked")
 
 
 # ---------------------------------------------------------------------------------------------

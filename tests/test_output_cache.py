@@ -6,7 +6,10 @@ From 8 MiB up; smaller outputs are ordinary NumPy arrays.
 from __future__ import annotations
 
 import gc
+import os
 import pickle
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -168,3 +171,51 @@ def test_cached_outputs_behave_as_views(name: str) -> None:
     copy = out.copy()
     assert copy.flags.owndata
     np.testing.assert_array_equal(copy, out)
+
+
+NO_MEMORY = """
+import resource, sys
+import numpy as np, kdloss
+
+x = np.ones((64, 1 << 20), np.float32)  # 256 MiB
+kdloss.softmax(x[:1])  # loads everything a call needs, before the limit
+
+
+def vm_bytes():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+
+
+# Room for 64 MiB more: enough for a row's scratch, far from the 256 MiB output.
+resource.setrlimit(resource.RLIMIT_AS, (vm_bytes() + (64 << 20), resource.RLIM_INFINITY))
+for name, call in [
+    ("softmax", lambda: kdloss.softmax(x)),
+    ("gradient", lambda: kdloss.distillation_loss_and_grad(x, x, temperature=2.0, alpha=1.0)),
+]:
+    try:
+        call()
+    except MemoryError as e:
+        print(name, "MemoryError", e)
+    else:
+        print(name, "no error")
+"""
+
+
+def test_an_output_the_system_cannot_hold_is_a_memory_error(tmp_path: Any) -> None:
+    env = {**os.environ, "KDLOSS_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-c", NO_MEMORY],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 2, proc.stdout
+    for name, line in zip(("softmax", "gradient"), lines):
+        assert line.startswith(f"{name} MemoryError"), line
+        assert str(64 << 22) in line

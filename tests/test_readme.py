@@ -24,7 +24,25 @@ def test_usage_example_runs() -> None:
     exec(code, namespace)
 
 
-def test_readme_shows_the_benchmark_and_test_commands() -> None:
-    text = _readme_text()
-    assert "python -m kdloss bench" in text
-    assert "pytest" in text
+def _shell_commands() -> list[str]:
+    blocks = re.findall(r"^```sh[ \t]*\n(.*?)^```", _readme_text(), flags=re.DOTALL | re.M)
+    return [
+        line.strip()
+        for block in blocks
+        for line in block.splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+
+
+def test_readme_opens_with_the_benchmark_and_test_commands() -> None:
+    first, second = _shell_commands()[:2]
+    assert first.endswith("python -m kdloss bench")
+    assert first.startswith("python3 -m venv .venv && ")
+    assert second.startswith("python3 -m venv .venv && ")
+    assert second.endswith("python -m pytest")
+
+
+def test_ci_runs_the_readme_test_command_exactly() -> None:
+    test_command = _shell_commands()[1]
+    ci = (README.parent / ".ci" / "run").read_text(encoding="utf-8")
+    assert f"bash -c '{test_command}'" in ci

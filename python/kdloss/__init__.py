@@ -5,16 +5,20 @@ The loss is Hinton's ``alpha * T**2 * KL(softmax(teacher/T) || softmax(student/T
 over each row, in parallel over rows, with the GIL released.
 
 Environment variables read at import: ``KDLOSS_NUM_THREADS`` (threads; default one per core)
-and ``KDLOSS_SIMD`` (``scalar``, ``avx2`` or ``avx512``: force an instruction-set level).
+and ``KDLOSS_SIMD`` (``scalar``, ``avx2`` or ``avx512`` on x86-64, ``scalar`` or ``neon`` on
+aarch64: force an instruction-set level).
 """
 
 from __future__ import annotations
 
+import numbers
 import os
 import warnings
 from typing import Any
 
-from . import _core
+import numpy as np
+
+from . import _core, reference
 from .functional import (
     cross_entropy,
     distillation_loss,
@@ -36,6 +40,7 @@ __all__ = [
     "get_num_threads",
     "kl_divergence",
     "log_softmax",
+    "reference",
     "set_num_threads",
     "softmax",
 ]
@@ -44,10 +49,11 @@ __version__: str = _core.__version__
 
 
 def set_num_threads(n: int) -> None:
-    """Use ``n`` threads (``n >= 1``) for later calls. Results do not depend on ``n``."""
-    if isinstance(n, bool) or not isinstance(n, int):
+    """Use ``n`` threads (1 to 1024; any integer type) for later calls. Results do not depend
+    on ``n``."""
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, numbers.Integral):
         raise TypeError(f"n must be an int, got {type(n).__name__} {n!r}")
-    _core.set_num_threads(n)
+    _core.set_num_threads(int(n))
 
 
 def empty_cache() -> None:

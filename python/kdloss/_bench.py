@@ -56,6 +56,7 @@ __all__ = [
     "Progress",
     "Settings",
     "Task",
+    "Timing",
     "add_arguments",
     "bind_kdloss",
     "bind_numpy_f32",
@@ -69,9 +70,12 @@ __all__ = [
     "render_table",
     "run",
     "run_interleaved",
+    "sample_cost_s",
+    "time_task",
     "torch_binder",
     "torch_objective",
     "wait_for_quiet",
+    "wait_until_idle",
     "warm_up",
 ]
 

@@ -32,8 +32,16 @@ _INT64_MIN = int(np.iinfo(np.int64).min)
 _INT64_MAX = int(np.iinfo(np.int64).max)
 
 
+def _refuse_masked(x: object, name: str, instead: str) -> None:
+    """A masked array's mask would be lost in :func:`numpy.asarray`: refuse it, saying what to
+    pass ``instead``."""
+    if isinstance(x, np.ma.MaskedArray):
+        raise TypeError(f"{name} is a masked array, whose mask would be ignored; pass {instead}")
+
+
 def _as_logits(x: ArrayLike, name: str) -> NDArray[Any]:
     """``x`` as an array of real numbers with a non-empty last axis (no copy if possible)."""
+    _refuse_masked(x, name, f"{name}.filled(-np.inf) to leave the masked classes out")
     a = np.asarray(x)
     if a.dtype.kind not in "biuf":
         raise TypeError(f"{name} must hold real numbers, got an array of dtype {a.dtype}")
@@ -93,6 +101,7 @@ def _is_int(v: object) -> bool:
 
 def _as_labels(labels: ArrayLike, shape: tuple[int, ...]) -> NDArray[np.int64]:
     """``labels`` as a flat int64 array, one per row of logits of ``shape``."""
+    _refuse_masked(labels, "labels", "labels.filled(ignore_index) to leave the masked rows out")
     y = np.asarray(labels)
     if y.dtype.kind == "O" and y.size and all(_is_int(v) for v in y.flat):
         # NumPy keeps Python ints that fit no integer dtype as objects: out of range.

@@ -15,7 +15,9 @@ class DistillationLoss:
     """Hinton's distillation loss with fixed settings, callable like a loss module.
 
     ``loss = alpha * T**2 * KL(softmax(teacher/T) || softmax(student/T))
-    + (1 - alpha) * CE(student, labels)``, KL averaged over rows and CE at T = 1.
+    + (1 - alpha) * CE(student, labels)``, CE at T = 1. With ``reduction="mean"`` both terms
+    are averaged over the rows that count (those whose label is not ``ignore_index``); with
+    ``"sum"`` they are summed over them, and ``"none"`` gives each row's loss.
 
     Args:
         temperature: softening temperature ``T``, finite and ``> 0``.

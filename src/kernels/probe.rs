@@ -57,9 +57,18 @@ pub fn read_bandwidth(megabytes: usize, threads: usize, reps: usize) -> Result<f
             "megabytes, threads and reps must all be >= 1",
         ));
     }
-    let n = megabytes * (1 << 20) / 4;
+    if threads > crate::parallel::MAX_THREADS {
+        return Err(KdError::value(format!(
+            "threads must be at most {}, got {threads}",
+            crate::parallel::MAX_THREADS
+        )));
+    }
+    let cannot = || KdError::value(format!("cannot allocate {megabytes} MB to probe"));
+    let n = megabytes.checked_mul(1 << 18).ok_or_else(cannot)?;
     // Filled with ones, which also takes the page faults before timing.
-    let buf = vec![1.0f32; n];
+    let mut buf = Vec::new();
+    buf.try_reserve_exact(n).map_err(|_| cannot())?;
+    buf.resize(n, 1.0f32);
     let part = n.div_ceil(threads);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
@@ -106,5 +115,8 @@ mod tests {
         assert!(read_bandwidth(8, 2, 3).unwrap() > 0.0);
         assert!(exp_cost(3).unwrap() > 0.0);
         assert!(read_bandwidth(0, 1, 1).is_err());
+        assert!(read_bandwidth(usize::MAX / 4, 1, 1).is_err());
+        assert!(read_bandwidth(1 << 40, 1, 1).is_err());
+        assert!(read_bandwidth(1, 1 << 20, 1).is_err());
     }
 }
