@@ -2,7 +2,7 @@
 
 Run by hand, never by the tests::
 
-    python benches/suite.py                          # everything, ~3-5 minutes on 2 cores
+    python benches/suite.py                          # everything, ~4 minutes on 2 cores
     python benches/suite.py --quick                  # a smoke run, well under a minute
     python benches/suite.py --json suite.json --markdown BENCHMARKS.md
 
