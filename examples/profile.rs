@@ -1,5 +1,6 @@
 //! Times the fused kernel on one shape: `cargo run --release --example profile -- B C [threads]`,
-//! in float32, or float64 with `DTYPE=f64`.
+//! in float32, or float64 with `DTYPE=f64`. `MODE=fwd|grad` times one mode, `KDLOSS_SIMD` picks
+//! a level, `COLD=MB` writes that much other data and `IDLE_US=N` sleeps before each call.
 use kdloss::kernels::{distillation, Distillation, Float, Reduction};
 use ndarray::{Array1, Array2};
 
@@ -49,6 +50,12 @@ fn time<T: Float>() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     let mut evict = vec![0f32; cold_mb << 18];
+    // IDLE_US=N: sleep that long before each call, as a program that does other work between
+    // calls lets the pool's threads fall asleep.
+    let idle = std::env::var("IDLE_US")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(std::time::Duration::from_micros);
     for &grad in modes {
         let mut times = Vec::new();
         let reps = (300_000_000 / (b * c)).clamp(15, 3000);
@@ -57,6 +64,9 @@ fn time<T: Float>() {
             // calls of a real program does (evicting the inputs from L2, or further).
             for v in evict.iter_mut() {
                 *v += 1.0;
+            }
+            if let Some(d) = idle {
+                std::thread::sleep(d);
             }
             let t0 = std::time::Instant::now();
             let gr = if grad { Some(&mut *g) } else { None };
