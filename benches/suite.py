@@ -122,6 +122,10 @@ class Measured:
     skipped: dict[tuple[str, str], str] = field(default_factory=dict)
     # The share of the CPUs other processes used while the group was timed.
     load: float | None = None
+    # kdloss's exp cost (ns per element, one thread) probed just before and just after the
+    # group: how fast the CPU ran meanwhile, which other virtual machines on the same host
+    # change without showing up as load here.
+    exp_ns: list[float] = field(default_factory=list)
 
     def median(self, op: str, impl: str) -> float | None:
         times = self.times.get((op, impl))
@@ -327,6 +331,9 @@ class Suite:
     refs: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
     groups: list[Measured] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    exp_before: float = 0.0
+    # Every speed probe of the run (the limits' exp probes included).
+    speed_probes: list[float] = field(default_factory=list)
 
     def warn(self, text: str) -> None:
         self.progress.clear()
@@ -348,16 +355,46 @@ class Suite:
         self.warn(text)
 
     def start(self, label: str) -> kb.LoadMeter:
-        """Wait for a quiet machine if asked to, then start measuring the group's load."""
+        """Wait for a quiet machine if asked to, then start measuring the group's load and
+        probe the CPU's speed."""
         if self.wait_s > 0:
             kb.wait_for_quiet(self.wait_s, self.progress)
+        self.exp_before = self.wait_for_speed(self.wait_s)
         self.progress.update(f"{label}: warming up", milestone=True)
         return kb.LoadMeter()
 
+    def wait_for_speed(self, max_wait_s: float) -> float:
+        """Probe the CPU's speed (kdloss's exp cost, ns per element) until it is within
+        `FAST` of the run's best or ``max_wait_s`` has passed; return the last probe. Other
+        virtual machines on the host slow the CPU without showing as load here."""
+        deadline = time.monotonic() + max_wait_s
+        while True:
+            probe = float(kdloss._core.probe_exp(SPEED_PROBE_REPS))
+            self.speed_probes.append(probe)
+            best = min(self.speed_probes)
+            if probe <= FAST * best or time.monotonic() >= deadline:
+                return probe
+            self.progress.update(f"waiting for the CPU: {probe / best:.2f}x its best exp cost")
+            time.sleep(0.5)
+
     def finish(self, group: Measured, meter: kb.LoadMeter) -> Measured:
         group.load = meter.others()
+        group.exp_ns = [self.exp_before, float(kdloss._core.probe_exp(SPEED_PROBE_REPS))]
+        self.speed_probes.append(group.exp_ns[-1])
         self.groups.append(group)
         return group
+
+    def best_exp_ns(self) -> float | None:
+        """The cheapest exp any probe of the run found: the CPU at its fastest."""
+        return min(self.speed_probes) if self.speed_probes else None
+
+    def slowdown(self, group: Measured) -> float | None:
+        """How much slower than its fastest the CPU ran while ``group`` was timed: the mean
+        of the group's two probes over the run's best."""
+        best = self.best_exp_ns()
+        if best is None or not group.exp_ns:
+            return None
+        return float(np.mean(group.exp_ns)) / best
 
     def set_threads(self, n: int) -> None:
         kdloss.set_num_threads(n)
@@ -508,19 +545,33 @@ class Table:
 
 
 BUSY = 0.1
+# A group timed while the CPU ran this much slower than its fastest in the run is named.
+SLOW = 1.2
+SPEED_PROBE_REPS = 5
+# With --wait-quiet, a group starts once the CPU is within this factor of its best speed.
+FAST = 1.15
 
 
-def _busy_note(groups: Sequence[Measured]) -> str:
-    """A sentence naming the groups timed while other processes were using the CPUs."""
-    busy = [g for g in groups if g.load is not None and g.load > BUSY]
-    if not busy:
-        return ""
-    named = ", ".join(
-        f"{g.name}{'' if g.section == 'scaling' else f' {g.threads}t'} ({g.load:.0%})"
-        for g in busy
-        if g.load is not None
-    )
-    return f" Timed while other processes used more than {BUSY:.0%} of the CPUs: {named}."
+def _group_name(g: Measured) -> str:
+    return f"{g.name}{'' if g.section == 'scaling' else f' {g.threads}t'}"
+
+
+def _busy_note(suite: Suite, groups: Sequence[Measured]) -> str:
+    """Sentences naming the groups timed while other processes were using the CPUs, or while
+    the CPU itself ran slow."""
+    note = ""
+    busy = [(g, g.load) for g in groups if g.load is not None and g.load > BUSY]
+    if busy:
+        named = ", ".join(f"{_group_name(g)} ({load:.0%})" for g, load in busy)
+        note += f" Timed while other processes used more than {BUSY:.0%} of the CPUs: {named}."
+    slow = [(g, x) for g in groups if (x := suite.slowdown(g)) is not None and x > SLOW]
+    if slow:
+        named = ", ".join(f"{_group_name(g)} ({x:.2f}x)" for g, x in slow)
+        note += (
+            " Timed while the CPU ran slower than at its fastest in this run (kdloss's exp "
+            f"probed before and after each group, against the best probe): {named}."
+        )
+    return note
 
 
 def _peers(impls: Sequence[Impl], keys: Sequence[str]) -> list[Impl]:
@@ -556,7 +607,7 @@ def loss_table(suite: Suite, limits: kb.Limits, threads: int, op: Op) -> Table:
         f"bound: {op.bytes_per_element} B and {op.exps_per_element} exps per element; "
         "x bound = kdloss / bound. — : not run (pure Python is skipped above ~0.5 s a call)."
     )
-    return Table(title, note + _busy_note(groups), header, rows)
+    return Table(title, note + _busy_note(suite, groups), header, rows)
 
 
 def first_call_table(suite: Suite, op: Op) -> Table:
@@ -578,7 +629,8 @@ def first_call_table(suite: Suite, op: Op) -> Table:
         "calls (pure Python's leave nothing of kdloss's inputs in cache); in parentheses, how "
         "many times faster kdloss is. The loss tables above time the second call."
     )
-    return Table(f"Distillation loss, {op.title} (`{op.key}`), first calls", note, header, rows)
+    title = f"Distillation loss, {op.title} (`{op.key}`), first calls"
+    return Table(title, note + _busy_note(suite, groups), header, rows)
 
 
 def kernel_table(suite: Suite, limits: kb.Limits, threads: int) -> Table:
@@ -607,7 +659,7 @@ def kernel_table(suite: Suite, limits: kb.Limits, threads: int) -> Table:
         "cross_entropy 4 B and 1 exp, kl_divergence 8 B and 2 exps."
     )
     title = f"Standalone kernels, {kb.plural(threads, 'thread')}"
-    return Table(title, note + _busy_note(groups), header, rows)
+    return Table(title, note + _busy_note(suite, groups), header, rows)
 
 
 def scaling_table(suite: Suite, threads: Sequence[int]) -> Table:
@@ -632,7 +684,8 @@ def scaling_table(suite: Suite, threads: Sequence[int]) -> Table:
         "Forward + backward, median ms; each thread count's calls interleaved with the others'. "
         f"Nt/{threads[0]}t: speed-up over {kb.plural(threads[0], 'thread')}."
     )
-    return Table("Thread scaling (forward + backward)", note + _busy_note(groups), header, rows)
+    note += _busy_note(suite, groups)
+    return Table("Thread scaling (forward + backward)", note, header, rows)
 
 
 def tiny_table(suite: Suite) -> Table:
@@ -653,7 +706,7 @@ def tiny_table(suite: Suite) -> Table:
         f"{TINY_SHAPE[0]}x{TINY_SHAPE[1]} float32, median µs per call "
         f"({kb.plural(group.threads, 'thread')} configured; calls this small run on the "
         "calling thread)."
-    ) + _busy_note([group])
+    ) + _busy_note(suite, [group])
     return Table("Tiny calls", note, ["call", "µs"], rows)
 
 
@@ -757,17 +810,29 @@ def targets_table(found: Sequence[Target]) -> Table:
 # Output
 
 
-def _load_line(groups: Sequence[Measured], run: kb.LoadMeter) -> str:
-    """How busy the machine was with other work while the groups were timed."""
-    loads = sorted(g.load for g in groups if g.load is not None)
+def _load_line(suite: Suite, run: kb.LoadMeter) -> str:
+    """How busy the machine was with other work while the groups were timed, and how fast the
+    CPU ran."""
+    loads = sorted(g.load for g in suite.groups if g.load is not None)
     if not loads:
         return run.describe()
     busy = sum(x > BUSY for x in loads)
-    return (
+    line = (
         f"background load while timing: other processes used {np.median(loads):.0%} of the CPUs "
         f"in the median group, {loads[-1]:.0%} at most; {busy} of {len(loads)} groups above "
         f"{BUSY:.0%} (named under their tables)"
     )
+    slowdowns = sorted(x for g in suite.groups if (x := suite.slowdown(g)) is not None)
+    best = suite.best_exp_ns()
+    if slowdowns and best is not None:
+        slow = sum(x > SLOW for x in slowdowns)
+        line += (
+            f"; CPU speed: kdloss's exp probed around each group cost {best:.3f} ns/element at "
+            f"best, {np.median(slowdowns):.2f}x that in the median group and "
+            f"{slowdowns[-1]:.2f}x at worst; {slow} of {len(slowdowns)} groups above "
+            f"{SLOW:.1f}x (named under their tables)"
+        )
+    return line
 
 
 def _markdown(tables: Sequence[Table], header: Sequence[str]) -> str:
@@ -815,6 +880,7 @@ def _groups_json(groups: Sequence[Measured]) -> list[dict[str, Any]]:
                     "first_call_times_s": g.first.get((op, impl), []),
                     "first_call_median_s": g.first_median(op, impl),
                     "background_load": g.load,
+                    "exp_probe_ns": g.exp_ns,
                 }
             )
         for (op, impl), why in g.skipped.items():
@@ -893,7 +959,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=0.0,
         metavar="SECONDS",
         help="before each group, wait up to SECONDS for other processes to leave the CPUs "
-        "(under 5%% for a second); for shared machines. Default: 0, no waiting",
+        "(under 5%% for a second), and as long again for the CPU to run within 15%% of its "
+        "fastest in the run (kdloss's exp probe); for shared machines. Default: 0, no waiting",
     )
     parser.add_argument("--json", metavar="FILE", help="write every raw timing and the tables")
     parser.add_argument(
@@ -995,6 +1062,7 @@ def _main(args: argparse.Namespace, out: TextIO, argv: Sequence[str] | None) -> 
     if "loss" in sections:
         suite.python_rate = kb.calibrate_python(progress)
     limits = kb.probe_limits(threads, progress, rounds=1 if args.quick else 3)
+    suite.speed_probes.extend(limits.exp_ns)
 
     n_groups = len(threads) * len(cases) * sum(s in sections for s in ("loss", "kernels"))
     done = 0
@@ -1048,7 +1116,7 @@ def _main(args: argparse.Namespace, out: TextIO, argv: Sequence[str] | None) -> 
         f"{settings.max_reps} per task, or {settings.budget_s:g} s of calls), each the second "
         "of two calls, after waiting for the process to be idle; "
         f"{elapsed:.0f} s in all",
-        _load_line(suite.groups, load),
+        _load_line(suite, load),
     ]
     for line in summary:
         print(line, file=out)
