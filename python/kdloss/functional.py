@@ -10,7 +10,7 @@ where NumPy can reshape them as a view.
 from __future__ import annotations
 
 import numbers
-from typing import Any, NamedTuple, Union
+from typing import Any, Literal, NamedTuple, Union, overload
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -27,6 +27,10 @@ __all__ = [
 ]
 
 Loss = Union[float, NDArray[np.floating[Any]]]
+# The reductions to one number, and the one that keeps a value per row: the overloads below
+# type a call's result by its ``reduction``.
+Reduced = Literal["mean", "sum"]
+PerRow = Literal["none"]
 
 _INT64_MIN = int(np.iinfo(np.int64).min)
 _INT64_MAX = int(np.iinfo(np.int64).max)
@@ -233,6 +237,39 @@ def _check_out(out: object, shape: tuple[int, ...], dtype: np.dtype[Any]) -> NDA
     return out.reshape(-1, shape[-1])
 
 
+@overload
+def distillation_loss(
+    student_logits: ArrayLike,
+    teacher_logits: ArrayLike,
+    labels: ArrayLike | None = ...,
+    *,
+    temperature: float = ...,
+    alpha: float = ...,
+    reduction: Reduced = ...,
+    ignore_index: int = ...,
+) -> float: ...
+@overload
+def distillation_loss(
+    student_logits: ArrayLike,
+    teacher_logits: ArrayLike,
+    labels: ArrayLike | None = ...,
+    *,
+    temperature: float = ...,
+    alpha: float = ...,
+    reduction: PerRow,
+    ignore_index: int = ...,
+) -> NDArray[np.floating[Any]]: ...
+@overload
+def distillation_loss(
+    student_logits: ArrayLike,
+    teacher_logits: ArrayLike,
+    labels: ArrayLike | None = ...,
+    *,
+    temperature: float = ...,
+    alpha: float = ...,
+    reduction: str = ...,
+    ignore_index: int = ...,
+) -> Loss: ...
 def distillation_loss(
     student_logits: ArrayLike,
     teacher_logits: ArrayLike,
@@ -267,6 +304,42 @@ def distillation_loss(
     return loss
 
 
+@overload
+def distillation_loss_and_grad(
+    student_logits: ArrayLike,
+    teacher_logits: ArrayLike,
+    labels: ArrayLike | None = ...,
+    *,
+    temperature: float = ...,
+    alpha: float = ...,
+    reduction: Reduced = ...,
+    ignore_index: int = ...,
+    out: NDArray[Any] | None = ...,
+) -> tuple[float, NDArray[Any]]: ...
+@overload
+def distillation_loss_and_grad(
+    student_logits: ArrayLike,
+    teacher_logits: ArrayLike,
+    labels: ArrayLike | None = ...,
+    *,
+    temperature: float = ...,
+    alpha: float = ...,
+    reduction: PerRow,
+    ignore_index: int = ...,
+    out: NDArray[Any] | None = ...,
+) -> tuple[NDArray[np.floating[Any]], NDArray[Any]]: ...
+@overload
+def distillation_loss_and_grad(
+    student_logits: ArrayLike,
+    teacher_logits: ArrayLike,
+    labels: ArrayLike | None = ...,
+    *,
+    temperature: float = ...,
+    alpha: float = ...,
+    reduction: str = ...,
+    ignore_index: int = ...,
+    out: NDArray[Any] | None = ...,
+) -> tuple[Loss, NDArray[Any]]: ...
 def distillation_loss_and_grad(
     student_logits: ArrayLike,
     teacher_logits: ArrayLike,
@@ -295,6 +368,30 @@ def distillation_loss_and_grad(
     return loss, grad
 
 
+@overload
+def kl_divergence(
+    student_logits: ArrayLike,
+    teacher_logits: ArrayLike,
+    *,
+    temperature: float = ...,
+    reduction: Reduced = ...,
+) -> float: ...
+@overload
+def kl_divergence(
+    student_logits: ArrayLike,
+    teacher_logits: ArrayLike,
+    *,
+    temperature: float = ...,
+    reduction: PerRow,
+) -> NDArray[np.floating[Any]]: ...
+@overload
+def kl_divergence(
+    student_logits: ArrayLike,
+    teacher_logits: ArrayLike,
+    *,
+    temperature: float = ...,
+    reduction: str = ...,
+) -> Loss: ...
 def kl_divergence(
     student_logits: ArrayLike,
     teacher_logits: ArrayLike,
@@ -314,6 +411,30 @@ def kl_divergence(
     return _shaped(_core.kl_divergence(s2, t2, temperature, reduction), shape[:-1])
 
 
+@overload
+def cross_entropy(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    reduction: Reduced = ...,
+    ignore_index: int = ...,
+) -> float: ...
+@overload
+def cross_entropy(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    reduction: PerRow,
+    ignore_index: int = ...,
+) -> NDArray[np.floating[Any]]: ...
+@overload
+def cross_entropy(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    reduction: str = ...,
+    ignore_index: int = ...,
+) -> Loss: ...
 def cross_entropy(
     logits: ArrayLike,
     labels: ArrayLike,
