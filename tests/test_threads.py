@@ -72,13 +72,16 @@ def test_bitwise_identical_for_any_thread_count(big_inputs: dict[Any, Inputs], d
 @pytest.mark.usefixtures("restore_num_threads")
 def test_bitwise_identical_3d_and_many_short_rows() -> None:
     rng = np.random.default_rng(11)
-    for shape in [(64, 16, 500), (200_000, 3), (3, 300_001)]:
+    # The last three are just large enough to ask a pool thread for help, which may join late
+    # or not at all: each is repeated, so that helpers arrive at different points.
+    shapes = [(64, 16, 500), (200_000, 3), (3, 300_001), (64, 1000), (4096, 10), (48, 1024)]
+    for shape in shapes:
         s = logits(rng, shape, np.float32)
         t = logits(rng, shape, np.float32)
         y = labels(rng, shape[:-1], shape[-1])
         kdloss.set_num_threads(1)
         want = kdloss.DistillationLoss(3.0, 0.5).forward_backward(s, t, y)
-        for n in (2, 3):
+        for n in (2, 3, 2, 2, 2):
             kdloss.set_num_threads(n)
             got = kdloss.DistillationLoss(3.0, 0.5).forward_backward(s, t, y)
             _assert_bitwise_equal(list(got), list(want))
