@@ -382,6 +382,7 @@ fn run_with_helpers(
                 }
                 state.inside += 1;
             }
+            // The whole struct, which is `Send`, not just its raw-pointer field.
             let erased = erased;
             // SAFETY: the gate was open when this helper entered, so the call is still running
             // and waits for this helper to leave before its frame goes away (see above).

@@ -11,15 +11,13 @@ aarch64: force an instruction-set level).
 
 from __future__ import annotations
 
-import numbers
 import os
 import warnings
 from typing import Any
 
-import numpy as np
-
 from . import _core, reference
 from .functional import (
+    _is_int,
     cross_entropy,
     distillation_loss,
     distillation_loss_and_grad,
@@ -51,7 +49,7 @@ __version__: str = _core.__version__
 def set_num_threads(n: int) -> None:
     """Use ``n`` threads (1 to 1024; any integer type) for later calls. Results do not depend
     on ``n``."""
-    if isinstance(n, (bool, np.bool_)) or not isinstance(n, numbers.Integral):
+    if not _is_int(n):
         raise TypeError(f"n must be an int, got {type(n).__name__} {n!r}")
     _core.set_num_threads(int(n))
 
