@@ -1,20 +1,22 @@
 //! The Python binding layer: takes NumPy arrays without copying, releases the GIL around the
 //! kernels and hands back NumPy arrays. No arithmetic happens here.
 //!
-//! The Python package (`python/kdloss`) normalizes inputs before calling in: logits arrive as
-//! 2-D float32 or float64 arrays of one dtype (any strides), labels as 1-D int64.
+//! The Python package (`python/kdloss`) converts inputs to one float dtype (float32 or
+//! float64) and checks their types; every check of shapes, values and `out` is made here or in
+//! the kernels (`kernels::checks`), once. Logits come in any shape `(..., C)` and any strides:
+//! the rows are read in place when NumPy's reshape to `(rows, C)` would be a view, and copied
+//! otherwise, as that reshape would.
 
-use ndarray::{ArrayView1, ArrayView2};
+use ndarray::{ArrayD, ArrayView1, ArrayView2, ArrayViewD, CowArray, Ix1, Ix2, IxDyn};
 use numpy::{
-    Element, IntoPyArray, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2,
-    PyUntypedArrayMethods,
+    BorrowError, Element, IntoPyArray, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods,
+    PyReadonlyArrayDyn, PyUntypedArray, PyUntypedArrayMethods,
 };
-use pyo3::exceptions::PyMemoryError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyFloat};
 
 use crate::error::KdError;
-use crate::kernels::{self, simd, Distillation, Float, Loss, Reduction, Simd};
+use crate::kernels::{self, simd, Distillation, Float, Loss, PyShape, Reduction, Simd};
 use crate::parallel;
 use crate::pool;
 
@@ -25,11 +27,48 @@ const DETACH_MIN_ELEMENTS: usize = 1 << 14;
 /// A loss (Python float or per-row array) and, if asked for, its gradient array.
 type LossAndGrad<'py> = (Bound<'py, PyAny>, Option<Bound<'py, PyAny>>);
 
-/// Logits of either supported dtype.
+/// Logits of either supported dtype, of any shape `(..., C)`.
 #[derive(FromPyObject)]
 pub enum Logits<'py> {
-    F32(PyReadonlyArray2<'py, f32>),
-    F64(PyReadonlyArray2<'py, f64>),
+    F32(PyReadonlyArrayDyn<'py, f32>),
+    F64(PyReadonlyArrayDyn<'py, f64>),
+}
+
+/// The loss settings, checked once when built: `DistillationLoss` keeps one, and the function
+/// forms build one per call.
+#[pyclass(frozen, module = "kdloss._core")]
+pub struct Settings {
+    cfg: Distillation,
+}
+
+#[pymethods]
+impl Settings {
+    #[new]
+    fn new(temperature: f64, alpha: f64, reduction: &str, ignore_index: i64) -> PyResult<Self> {
+        let reduction = Reduction::parse(reduction)?;
+        let cfg = Distillation::new(temperature, alpha, reduction, ignore_index)?;
+        Ok(Settings { cfg })
+    }
+
+    #[getter]
+    fn temperature(&self) -> f64 {
+        self.cfg.temperature
+    }
+
+    #[getter]
+    fn alpha(&self) -> f64 {
+        self.cfg.alpha
+    }
+
+    #[getter]
+    fn reduction(&self) -> &'static str {
+        self.cfg.reduction.name()
+    }
+
+    #[getter]
+    fn ignore_index(&self) -> i64 {
+        self.cfg.ignore_index
+    }
 }
 
 /// Runs `f` with the GIL released when the input is large enough to be worth it.
@@ -45,10 +84,42 @@ fn mismatched_dtypes() -> PyErr {
     KdError::type_("student_logits and teacher_logits must have the same dtype").into()
 }
 
-fn loss_to_py<'py, T: Float + Element>(py: Python<'py>, loss: Loss<T>) -> Bound<'py, PyAny> {
+/// Logits of `shape` `(..., C)` as a `(rows, C)` matrix: a view when the strides allow one,
+/// else a copy (as NumPy's reshape).
+fn matrix<'a, T: Clone>(
+    x: &'a ArrayViewD<'a, T>,
+    name: &str,
+) -> Result<CowArray<'a, T, Ix2>, KdError> {
+    let (rows, c) = kernels::check_logits_shape(x.shape(), name)?;
+    x.to_shape((rows, c))
+        .map_err(|e| KdError::internal(format!("cannot view {name} as rows: {e}")))
+}
+
+/// Labels of the logits' row shape as one flat vector (a view when the strides allow one).
+fn flat_labels<'a>(
+    labels: &'a ArrayViewD<'a, i64>,
+    logits_shape: &[usize],
+) -> Result<CowArray<'a, i64, Ix1>, KdError> {
+    kernels::check_labels_shape(labels.shape(), logits_shape)?;
+    labels
+        .to_shape(labels.len())
+        .map_err(|e| KdError::internal(format!("cannot flatten labels: {e}")))
+}
+
+/// A kernel's loss for Python: a float, or an array of the logits' row shape.
+fn loss_to_py<'py, T: Float + Element>(
+    py: Python<'py>,
+    loss: Loss<T>,
+    logits_shape: &[usize],
+) -> PyResult<Bound<'py, PyAny>> {
     match loss {
-        Loss::Scalar(v) => PyFloat::new(py, v).into_any(),
-        Loss::Rows(v) => v.into_pyarray(py).into_any(),
+        Loss::Scalar(v) => Ok(PyFloat::new(py, v).into_any()),
+        Loss::Rows(v) => {
+            let rows = &logits_shape[..logits_shape.len() - 1];
+            let a = ArrayD::from_shape_vec(IxDyn(rows), v)
+                .map_err(|e| KdError::internal(format!("per-row losses: {e}")))?;
+            Ok(a.into_pyarray(py).into_any())
+        }
     }
 }
 
@@ -67,57 +138,56 @@ impl Drop for OutputBuffer {
     }
 }
 
-/// A pooled buffer for a fresh `(rows, classes)` output of at least `pool::MIN_BYTES`, or
-/// `None` for a smaller one (then an ordinary NumPy array is made). `MemoryError` when the
-/// system has no memory for it.
-fn pooled<T>(rows: usize, classes: usize) -> PyResult<Option<pool::Buffer>> {
-    let bytes = rows
-        .checked_mul(classes)
-        .and_then(|n| n.checked_mul(std::mem::size_of::<T>()));
-    match bytes {
+fn no_memory(bytes: usize) -> KdError {
+    KdError::memory(format!(
+        "cannot allocate {bytes} bytes for the output array"
+    ))
+}
+
+/// A pooled buffer for a fresh output of `elements` values of `T` of at least
+/// `pool::MIN_BYTES`, or `None` for a smaller one (then an ordinary NumPy array is made).
+fn pooled<T>(elements: usize) -> Result<Option<pool::Buffer>, KdError> {
+    match elements.checked_mul(std::mem::size_of::<T>()) {
         Some(b) if b < pool::MIN_BYTES => Ok(None),
         Some(b) => pool::take(b).map(Some).ok_or_else(|| no_memory(b)),
         None => Err(no_memory(usize::MAX)),
     }
 }
 
-fn no_memory(bytes: usize) -> PyErr {
-    PyMemoryError::new_err(format!(
-        "cannot allocate {bytes} bytes for the output array"
-    ))
-}
-
-/// Hands a filled pooled buffer to Python as a `(rows, classes)` array that owns it.
+/// Hands a filled pooled buffer to Python as an array of `shape` that owns it.
 fn pooled_array<'py, T: Float + Element>(
     py: Python<'py>,
     buf: pool::Buffer,
-    rows: usize,
-    classes: usize,
-) -> PyResult<Bound<'py, PyArray2<T>>> {
-    debug_assert_eq!(buf.bytes(), rows * classes * std::mem::size_of::<T>());
-    // SAFETY: the buffer holds rows·classes elements of T, aligned, all written by the kernel;
-    // it stays where it is (a heap block) while the owner below keeps it.
-    let view = unsafe { ArrayView2::from_shape_ptr((rows, classes), buf.as_ptr::<T>()) };
+    shape: &[usize],
+) -> PyResult<Bound<'py, PyArrayDyn<T>>> {
+    let elements: usize = shape.iter().product();
+    debug_assert_eq!(buf.bytes(), elements * std::mem::size_of::<T>());
+    // SAFETY: the buffer holds `elements` values of T, aligned, all written by the kernel; it
+    // stays where it is (a heap block) while the owner below keeps it.
+    let view = unsafe { ArrayViewD::from_shape_ptr(IxDyn(shape), buf.as_ptr::<T>()) };
     let owner = Bound::new(py, OutputBuffer { buf: Some(buf) })?;
     // SAFETY: `owner` becomes the array's base, so the memory lives as long as the array.
-    Ok(unsafe { PyArray2::borrow_from_array(&view, owner.into_any()) })
+    Ok(unsafe { PyArrayDyn::borrow_from_array(&view, owner.into_any()) })
 }
 
-/// Runs `fill` on a fresh `(rows, classes)` output of `T` (every element gets written) and
+/// Runs `fill` on a fresh C-contiguous output of `shape` (every element gets written) and
 /// returns it as an array, its memory from the pool when it is large.
 fn fresh_output<'py, T: Float + Element, R>(
     py: Python<'py>,
-    rows: usize,
-    classes: usize,
+    shape: &[usize],
     fill: impl FnOnce(&mut [T]) -> PyResult<R>,
-) -> PyResult<(R, Bound<'py, PyArray2<T>>)> {
-    match pooled::<T>(rows, classes)? {
+) -> PyResult<(R, Bound<'py, PyArrayDyn<T>>)> {
+    let elements = shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| no_memory(usize::MAX))?;
+    match pooled::<T>(elements)? {
         Some(mut buf) => {
-            // SAFETY: sized for rows·classes elements; `fill` writes them all before the array
+            // SAFETY: sized for `elements` values; `fill` writes them all before the array
             // exists, and on an error the buffer goes back unseen.
-            let r = fill(unsafe { buf.as_mut_slice::<T>(rows * classes) });
+            let r = fill(unsafe { buf.as_mut_slice::<T>(elements) });
             match r {
-                Ok(r) => Ok((r, pooled_array(py, buf, rows, classes)?)),
+                Ok(r) => Ok((r, pooled_array(py, buf, shape)?)),
                 Err(e) => {
                     pool::give_back(buf);
                     Err(e)
@@ -127,12 +197,12 @@ fn fresh_output<'py, T: Float + Element, R>(
         None => {
             // SAFETY: `fill` writes every element before the array is handed to Python; on an
             // error it is dropped unseen.
-            let arr = unsafe { PyArray2::<T>::new(py, [rows, classes], false) };
+            let arr = unsafe { PyArrayDyn::<T>::new(py, shape, false) };
             let r = {
                 let mut rw = arr.readwrite();
                 let o = rw
                     .as_slice_mut()
-                    .map_err(|_| KdError::value("internal: fresh output is not contiguous"))?;
+                    .map_err(|_| KdError::internal("a fresh output is not contiguous"))?;
                 fill(o)?
             };
             Ok((r, arr))
@@ -140,105 +210,124 @@ fn fresh_output<'py, T: Float + Element, R>(
     }
 }
 
-/// `out` as a C-contiguous, writeable `(rows, classes)` array of `T` for the kernel to fill,
-/// after checking it.
+/// `out` as a C-contiguous, writeable array of `shape` and dtype `T` for the kernel to fill:
+/// the one place where `out` is checked.
 fn output<'py, T: Float + Element>(
-    rows: usize,
-    classes: usize,
+    shape: &[usize],
     out: Bound<'py, PyAny>,
-) -> PyResult<Bound<'py, PyArray2<T>>> {
-    let arr = out.cast_into::<PyArray2<T>>().map_err(|e| {
-        let got = e.into_inner();
-        let got = got.repr().map(|r| r.to_string()).unwrap_or_default();
-        KdError::value(format!(
-            "out must be a 2-D numpy array of dtype {}, got {got}",
-            T::NAME
-        ))
+) -> PyResult<Bound<'py, PyArrayDyn<T>>> {
+    let py = out.py();
+    let untyped = out.cast::<PyUntypedArray>().map_err(|_| {
+        let got = out
+            .get_type()
+            .name()
+            .map(|n| n.to_string())
+            .unwrap_or_default();
+        KdError::type_(format!("out must be a numpy.ndarray, got {got}"))
     })?;
-    if arr.shape() != [rows, classes] {
+    if untyped.shape() != shape {
         return Err(KdError::value(format!(
-            "out must have shape {:?}, got {:?}",
-            (rows, classes),
-            arr.shape()
+            "out must have shape {}, got {}",
+            PyShape(shape),
+            PyShape(untyped.shape())
         ))
         .into());
     }
-    if !arr.is_c_contiguous() {
+    let dtype = untyped.dtype();
+    if !dtype.is_equiv_to(&numpy::dtype::<T>(py)) {
+        return Err(KdError::value(format!("out must have dtype {}, got {dtype}", T::NAME)).into());
+    }
+    if !untyped.is_c_contiguous() {
         return Err(KdError::value("out must be C-contiguous").into());
     }
-    Ok(arr)
+    out.cast_into::<PyArrayDyn<T>>()
+        .map_err(|_| KdError::internal("out passed its dtype check but not its cast").into())
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Runs `fill` on `out`'s memory, refusing an `out` that is read-only or that an input holds.
+fn fill_out<T: Float + Element, R>(
+    out: &Bound<'_, PyArrayDyn<T>>,
+    fill: impl FnOnce(&mut [T]) -> PyResult<R>,
+) -> PyResult<R> {
+    let mut rw = out.try_readwrite().map_err(|e| match e {
+        BorrowError::NotWriteable => KdError::value("out must be writeable"),
+        _ => KdError::value("out must not overlap an input"),
+    })?;
+    let g = rw
+        .as_slice_mut()
+        .map_err(|_| KdError::value("out must be C-contiguous"))?;
+    fill(g)
+}
+
 fn distill_typed<'py, T: Float + Element>(
     py: Python<'py>,
     cfg: Distillation,
-    s: PyReadonlyArray2<'py, T>,
-    t: PyReadonlyArray2<'py, T>,
-    labels: Option<PyReadonlyArray1<'py, i64>>,
+    s: PyReadonlyArrayDyn<'py, T>,
+    t: PyReadonlyArrayDyn<'py, T>,
+    labels: Option<PyReadonlyArrayDyn<'py, i64>>,
     with_grad: bool,
     out: Option<Bound<'py, PyAny>>,
 ) -> PyResult<LossAndGrad<'py>> {
-    let sv: ArrayView2<T> = s.as_array();
-    let tv: ArrayView2<T> = t.as_array();
-    let lv: Option<ArrayView1<i64>> = labels.as_ref().map(|l| l.as_array());
-    let (rows, classes) = sv.dim();
+    let (sd, td) = (s.as_array(), t.as_array());
+    let shape = sd.shape().to_vec();
+    let sv = matrix(&sd, "student_logits")?;
+    kernels::check_pair_shapes(&shape, td.shape())?;
+    let tv = matrix(&td, "teacher_logits")?;
+    let ld = labels.as_ref().map(|l| l.as_array());
+    let lv = ld.as_ref().map(|l| flat_labels(l, &shape)).transpose()?;
+    let (sv, tv): (ArrayView2<T>, ArrayView2<T>) = (sv.view(), tv.view());
+    let lv: Option<ArrayView1<i64>> = lv.as_ref().map(|l| l.view());
+    let run =
+        |g: Option<&mut [T]>| compute(py, sv.len(), || kernels::distillation(&cfg, sv, tv, lv, g));
     if !with_grad {
-        let loss = compute(py, sv.len(), || {
-            kernels::distillation(&cfg, sv, tv, lv, None)
-        })?;
-        return Ok((loss_to_py(py, loss), None));
+        return Ok((loss_to_py(py, run(None)?, &shape)?, None));
     }
-    let Some(out) = out else {
-        let (loss, grad) = fresh_output::<T, _>(py, rows, classes, |g| {
-            Ok(compute(py, sv.len(), || {
-                kernels::distillation(&cfg, sv, tv, lv, Some(g))
-            })?)
-        })?;
-        return Ok((loss_to_py(py, loss), Some(grad.into_any())));
+    let (loss, grad) = match out {
+        None => fresh_output::<T, _>(py, &shape, |g| Ok(run(Some(g))?))?,
+        Some(out) => {
+            let grad = output::<T>(&shape, out)?;
+            (fill_out(&grad, |g| Ok(run(Some(g))?))?, grad)
+        }
     };
-    let grad = output::<T>(rows, classes, out)?;
-    let loss = {
-        let mut rw = grad.try_readwrite().map_err(|_| {
-            KdError::value("out must be writeable and must not be one of the inputs")
-        })?;
-        let g = rw
-            .as_slice_mut()
-            .map_err(|_| KdError::value("out must be C-contiguous"))?;
-        compute(py, sv.len(), || {
-            kernels::distillation(&cfg, sv, tv, lv, Some(g))
-        })?
-    };
-    Ok((loss_to_py(py, loss), Some(grad.into_any())))
+    Ok((loss_to_py(py, loss, &shape)?, Some(grad.into_any())))
 }
 
 /// The distillation loss, and with `with_grad` also d(loss)/d(student) (into `out` if given).
 #[pyfunction]
-#[pyo3(signature = (student, teacher, labels, temperature, alpha, reduction, ignore_index, with_grad, out=None))]
-#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (settings, student, teacher, labels=None, with_grad=false, out=None))]
 pub fn distillation<'py>(
     py: Python<'py>,
+    settings: &Bound<'py, Settings>,
     student: Logits<'py>,
     teacher: Logits<'py>,
-    labels: Option<PyReadonlyArray1<'py, i64>>,
-    temperature: f64,
-    alpha: f64,
-    reduction: &str,
-    ignore_index: i64,
+    labels: Option<PyReadonlyArrayDyn<'py, i64>>,
     with_grad: bool,
     out: Option<Bound<'py, PyAny>>,
 ) -> PyResult<LossAndGrad<'py>> {
-    let cfg = Distillation::new(
-        temperature,
-        alpha,
-        Reduction::parse(reduction)?,
-        ignore_index,
-    )?;
+    let cfg = settings.get().cfg;
     match (student, teacher) {
         (Logits::F32(s), Logits::F32(t)) => distill_typed(py, cfg, s, t, labels, with_grad, out),
         (Logits::F64(s), Logits::F64(t)) => distill_typed(py, cfg, s, t, labels, with_grad, out),
         _ => Err(mismatched_dtypes()),
     }
+}
+
+fn kl_typed<'py, T: Float + Element>(
+    py: Python<'py>,
+    s: PyReadonlyArrayDyn<'py, T>,
+    t: PyReadonlyArrayDyn<'py, T>,
+    temperature: f64,
+    reduction: Reduction,
+) -> PyResult<Bound<'py, PyAny>> {
+    let (sd, td) = (s.as_array(), t.as_array());
+    let sv = matrix(&sd, "student_logits")?;
+    kernels::check_pair_shapes(sd.shape(), td.shape())?;
+    let tv = matrix(&td, "teacher_logits")?;
+    let (sv, tv) = (sv.view(), tv.view());
+    let loss = compute(py, sv.len(), || {
+        kernels::kl_divergence(sv, tv, temperature, reduction)
+    })?;
+    loss_to_py(py, loss, sd.shape())
 }
 
 /// `KL(softmax(teacher/T) || softmax(student/T))`, reduced over rows.
@@ -252,36 +341,27 @@ pub fn kl_divergence<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let reduction = Reduction::parse(reduction)?;
     match (student, teacher) {
-        (Logits::F32(s), Logits::F32(t)) => {
-            let (sv, tv) = (s.as_array(), t.as_array());
-            let loss = compute(py, sv.len(), || {
-                kernels::kl_divergence(sv, tv, temperature, reduction)
-            })?;
-            Ok(loss_to_py(py, loss))
-        }
-        (Logits::F64(s), Logits::F64(t)) => {
-            let (sv, tv) = (s.as_array(), t.as_array());
-            let loss = compute(py, sv.len(), || {
-                kernels::kl_divergence(sv, tv, temperature, reduction)
-            })?;
-            Ok(loss_to_py(py, loss))
-        }
+        (Logits::F32(s), Logits::F32(t)) => kl_typed(py, s, t, temperature, reduction),
+        (Logits::F64(s), Logits::F64(t)) => kl_typed(py, s, t, temperature, reduction),
         _ => Err(mismatched_dtypes()),
     }
 }
 
 fn cross_entropy_typed<'py, T: Float + Element>(
     py: Python<'py>,
-    logits: PyReadonlyArray2<'py, T>,
-    labels: PyReadonlyArray1<'py, i64>,
+    logits: PyReadonlyArrayDyn<'py, T>,
+    labels: PyReadonlyArrayDyn<'py, i64>,
     reduction: Reduction,
     ignore_index: i64,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let (xv, lv) = (logits.as_array(), labels.as_array());
+    let (xd, ld) = (logits.as_array(), labels.as_array());
+    let xv = matrix(&xd, "logits")?;
+    let lv = flat_labels(&ld, xd.shape())?;
+    let (xv, lv) = (xv.view(), lv.view());
     let loss = compute(py, xv.len(), || {
         kernels::cross_entropy(xv, lv, reduction, ignore_index)
     })?;
-    Ok(loss_to_py(py, loss))
+    loss_to_py(py, loss, xd.shape())
 }
 
 /// Cross-entropy of `logits` against `labels`, reduced over the rows that count.
@@ -289,7 +369,7 @@ fn cross_entropy_typed<'py, T: Float + Element>(
 pub fn cross_entropy<'py>(
     py: Python<'py>,
     logits: Logits<'py>,
-    labels: PyReadonlyArray1<'py, i64>,
+    labels: PyReadonlyArrayDyn<'py, i64>,
     reduction: &str,
     ignore_index: i64,
 ) -> PyResult<Bound<'py, PyAny>> {
@@ -300,15 +380,23 @@ pub fn cross_entropy<'py>(
     }
 }
 
+/// The message for a label that is out of range, for labels that cannot even be made int64
+/// (Python ints beyond 64 bits, uint64 beyond int64): the same words as every other label.
+#[pyfunction]
+pub fn label_error(classes: usize, ignore_index: i64, got: &str) -> String {
+    kernels::label_range_error(classes, ignore_index, got).to_string()
+}
+
 fn softmax_typed<'py, T: Float + Element>(
     py: Python<'py>,
-    x: PyReadonlyArray2<'py, T>,
+    x: PyReadonlyArrayDyn<'py, T>,
     temperature: f64,
     log: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let xv = x.as_array();
-    let (rows, classes) = xv.dim();
-    let ((), out) = fresh_output::<T, _>(py, rows, classes, |o| {
+    let xd = x.as_array();
+    let xv = matrix(&xd, "x")?;
+    let xv = xv.view();
+    let ((), out) = fresh_output::<T, _>(py, xd.shape(), |o| {
         Ok(compute(py, xv.len(), || {
             kernels::softmax_into(xv, temperature, log, o)
         })?)
@@ -368,13 +456,6 @@ pub fn build_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     d.set_item("target_arch", std::env::consts::ARCH)?;
     d.set_item("lanes", kernels::row::LANES)?;
     Ok(d)
-}
-
-/// Checks loss settings the way every kernel call does, so that constructors fail early.
-#[pyfunction]
-pub fn validate(temperature: f64, alpha: f64, reduction: &str) -> PyResult<()> {
-    Distillation::new(temperature, alpha, Reduction::parse(reduction)?, 0)?;
-    Ok(())
 }
 
 /// Streaming read bandwidth of this machine in GB/s (a `megabytes` buffer read by `threads`

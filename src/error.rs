@@ -10,6 +10,10 @@ pub enum KdError {
     Value(String),
     /// A value of the wrong type or dtype (`TypeError`).
     Type(String),
+    /// Memory the system could not give (`MemoryError`).
+    Memory(String),
+    /// A broken internal invariant, never the caller's input (`RuntimeError`).
+    Internal(String),
 }
 
 impl KdError {
@@ -20,12 +24,23 @@ impl KdError {
     pub fn type_(msg: impl Into<String>) -> Self {
         KdError::Type(msg.into())
     }
+
+    pub fn memory(msg: impl Into<String>) -> Self {
+        KdError::Memory(msg.into())
+    }
+
+    /// A failure that is kdloss's fault; the message says what broke.
+    pub fn internal(msg: impl Into<String>) -> Self {
+        KdError::Internal(format!("kdloss internal error: {}", msg.into()))
+    }
 }
 
 impl fmt::Display for KdError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            KdError::Value(m) | KdError::Type(m) => f.write_str(m),
+            KdError::Value(m) | KdError::Type(m) | KdError::Memory(m) | KdError::Internal(m) => {
+                f.write_str(m)
+            }
         }
     }
 }
@@ -38,6 +53,8 @@ impl From<KdError> for pyo3::PyErr {
         match e {
             KdError::Value(m) => pyo3::exceptions::PyValueError::new_err(m),
             KdError::Type(m) => pyo3::exceptions::PyTypeError::new_err(m),
+            KdError::Memory(m) => pyo3::exceptions::PyMemoryError::new_err(m),
+            KdError::Internal(m) => pyo3::exceptions::PyRuntimeError::new_err(m),
         }
     }
 }

@@ -17,8 +17,8 @@ mod _core {
     #[pymodule_export]
     use crate::bindings::{
         build_info, cached_bytes, cross_entropy, distillation, empty_cache, get_num_threads,
-        kl_divergence, probe_bandwidth, probe_exp, set_num_threads, set_simd, softmax, validate,
-        OutputBuffer,
+        kl_divergence, label_error, probe_bandwidth, probe_exp, set_num_threads, set_simd, softmax,
+        OutputBuffer, Settings,
     };
 
     use pyo3::prelude::*;

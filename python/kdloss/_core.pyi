@@ -5,6 +5,7 @@ from numpy.typing import NDArray
 
 __all__ = [
     "OutputBuffer",
+    "Settings",
     "__version__",
     "build_info",
     "cached_bytes",
@@ -13,27 +14,38 @@ __all__ = [
     "empty_cache",
     "get_num_threads",
     "kl_divergence",
+    "label_error",
     "probe_bandwidth",
     "probe_exp",
     "set_num_threads",
     "set_simd",
     "softmax",
-    "validate",
 ]
 __version__: str
 
 _Loss = float | NDArray[np.floating[Any]]
 
+@final
+class Settings:
+    def __new__(
+        cls, temperature: float, alpha: float, reduction: str, ignore_index: int
+    ) -> Settings: ...
+    @property
+    def temperature(self) -> float: ...
+    @property
+    def alpha(self) -> float: ...
+    @property
+    def reduction(self) -> str: ...
+    @property
+    def ignore_index(self) -> int: ...
+
 def distillation(
+    settings: Settings,
     student: NDArray[np.floating[Any]],
     teacher: NDArray[np.floating[Any]],
-    labels: NDArray[np.int64] | None,
-    temperature: float,
-    alpha: float,
-    reduction: str,
-    ignore_index: int,
-    with_grad: bool,
-    out: NDArray[np.floating[Any]] | None = None,
+    labels: NDArray[np.int64] | None = None,
+    with_grad: bool = False,
+    out: object = None,
 ) -> tuple[_Loss, NDArray[np.floating[Any]] | None]: ...
 def kl_divergence(
     student: NDArray[np.floating[Any]],
@@ -54,7 +66,7 @@ def set_num_threads(n: int) -> None: ...
 def get_num_threads() -> int: ...
 def set_simd(name: str) -> None: ...
 def build_info() -> dict[str, Any]: ...
-def validate(temperature: float, alpha: float, reduction: str) -> None: ...
+def label_error(classes: int, ignore_index: int, got: str) -> str: ...
 def probe_bandwidth(megabytes: int = 256, threads: int = 1, reps: int = 7) -> float: ...
 def probe_exp(reps: int = 21) -> float: ...
 def empty_cache() -> None: ...

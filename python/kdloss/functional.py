@@ -10,7 +10,7 @@ where NumPy can reshape them as a view.
 from __future__ import annotations
 
 import numbers
-from typing import Any, Literal, NamedTuple, Union, overload
+from typing import Any, Literal, Union, overload
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -44,18 +44,11 @@ def _refuse_masked(x: object, name: str, instead: str) -> None:
 
 
 def _as_logits(x: ArrayLike, name: str) -> NDArray[Any]:
-    """``x`` as an array of real numbers with a non-empty last axis (no copy if possible)."""
+    """``x`` as an array of real numbers (no copy if possible); shapes are checked natively."""
     _refuse_masked(x, name, f"{name}.filled(-np.inf) to leave the masked classes out")
     a = np.asarray(x)
     if a.dtype.kind not in "biuf":
         raise TypeError(f"{name} must hold real numbers, got an array of dtype {a.dtype}")
-    if a.ndim == 0:
-        raise ValueError(
-            f"{name} must have at least one dimension (classes along the last axis), "
-            f"got a 0-d array"
-        )
-    if a.shape[-1] == 0:
-        raise ValueError(f"{name} must have at least one class, got shape {a.shape}")
     return a
 
 
@@ -64,11 +57,6 @@ def _compute_dtype(*arrays: NDArray[Any]) -> type[np.floating[Any]]:
     if all(a.dtype.kind == "f" and a.dtype.itemsize <= 4 for a in arrays):
         return np.float32
     return np.float64
-
-
-def _rows(a: NDArray[Any], dtype: type[np.floating[Any]]) -> NDArray[Any]:
-    """``a`` as a 2-D ``(rows, classes)`` array of ``dtype``: a view when NumPy can make one."""
-    return a.astype(dtype, copy=False).reshape(-1, a.shape[-1])
 
 
 def _real(value: object, name: str) -> float:
@@ -103,138 +91,76 @@ def _is_int(v: object) -> bool:
     return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
 
 
-def _as_labels(labels: ArrayLike, shape: tuple[int, ...]) -> NDArray[np.int64]:
-    """``labels`` as a flat int64 array, one per row of logits of ``shape``."""
+def _as_labels(labels: ArrayLike, classes: int, ignore_index: int) -> NDArray[np.int64]:
+    """``labels`` as an int64 array; its shape and range are checked natively."""
     _refuse_masked(labels, "labels", "labels.filled(ignore_index) to leave the masked rows out")
     y = np.asarray(labels)
     if y.dtype.kind == "O" and y.size and all(_is_int(v) for v in y.flat):
         # NumPy keeps Python ints that fit no integer dtype as objects: out of range.
         worst = max(y.flat, key=lambda v: abs(int(v)))
-        raise ValueError(
-            f"labels must be in [0, {shape[-1]}) or equal ignore_index, got {int(worst)}"
-        )
+        raise ValueError(_core.label_error(classes, ignore_index, str(int(worst))))
     if y.dtype.kind not in "iu" and not (y.size == 0 and y.dtype.kind == "f"):
         raise TypeError(f"labels must hold integers, got an array of dtype {y.dtype}")
-    expected = shape[:-1]
-    if y.shape != expected:
-        raise ValueError(
-            f"labels must have shape {expected} (logits.shape[:-1]), got shape {y.shape}"
-        )
     if y.dtype.kind == "u" and y.size and y.max() > _INT64_MAX:
-        raise ValueError(f"labels must be in [0, {shape[-1]}) or equal ignore_index, got {y.max()}")
-    return y.astype(np.int64, copy=False).reshape(-1)
-
-
-def _shaped(loss: Any, shape: tuple[int, ...]) -> Loss:
-    """A scalar loss as a Python float; per-row losses in the rows' original shape."""
-    if isinstance(loss, float):
-        return loss
-    return np.asarray(loss).reshape(shape)
+        raise ValueError(_core.label_error(classes, ignore_index, str(y.max())))
+    return y.astype(np.int64, copy=False)
 
 
 _FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _INT64_DTYPE = np.dtype(np.int64)
 
 
-class _Settings(NamedTuple):
-    """Validated loss settings."""
-
-    temperature: float
-    alpha: float
-    reduction: str
-    ignore_index: int
-
-
 def _settings(
     temperature: object, alpha: object, reduction: object, ignore_index: object
-) -> _Settings:
-    """Checks loss settings (types here, values by the kernels' own checks)."""
-    t = _real(temperature, "temperature")
-    a = _real(alpha, "alpha")
-    r = _reduction(reduction)
-    i = _ignore_index(ignore_index)
-    _core.validate(t, a, r)
-    return _Settings(t, a, r, i)
+) -> _core.Settings:
+    """Loss settings: their types checked here, their values by ``_core.Settings``."""
+    return _core.Settings(
+        _real(temperature, "temperature"),
+        _real(alpha, "alpha"),
+        _reduction(reduction),
+        _ignore_index(ignore_index),
+    )
 
 
-def _check_pair(
+def _pair(
     student_logits: ArrayLike, teacher_logits: ArrayLike
-) -> tuple[tuple[int, ...], NDArray[Any], NDArray[Any]]:
-    """The student's shape and both inputs as 2-D arrays of the computation dtype."""
+) -> tuple[NDArray[Any], NDArray[Any]]:
+    """Both inputs as arrays of the computation dtype."""
     s, t = student_logits, teacher_logits
-    # Fast path, what a training loop passes: 2-D arrays of one float dtype, used as they are.
+    # Fast path, what a training loop passes: arrays of one float dtype, used as they are.
     if (
         type(s) is np.ndarray
         and type(t) is np.ndarray
-        and s.ndim == 2
-        and s.shape == t.shape
-        and s.shape[1] > 0
         and s.dtype == t.dtype
         and s.dtype in _FAST_DTYPES
     ):
-        return s.shape, s, t
+        return s, t
     sa = _as_logits(s, "student_logits")
     ta = _as_logits(t, "teacher_logits")
-    if sa.shape != ta.shape:
-        raise ValueError(
-            "student_logits and teacher_logits must have the same shape, "
-            f"got {sa.shape} and {ta.shape}"
-        )
     dtype = _compute_dtype(sa, ta)
-    return sa.shape, _rows(sa, dtype), _rows(ta, dtype)
+    return sa.astype(dtype, copy=False), ta.astype(dtype, copy=False)
 
 
-def _labels_for(labels: ArrayLike | None, shape: tuple[int, ...]) -> NDArray[Any] | None:
-    if labels is None:
-        return None
-    if (
-        type(labels) is np.ndarray
-        and labels.dtype == _INT64_DTYPE
-        and labels.shape == shape[:-1]
-        and labels.ndim == 1
-    ):
+def _labels_for(
+    labels: ArrayLike | None, logits: NDArray[Any], ignore_index: int
+) -> NDArray[Any] | None:
+    if labels is None or (type(labels) is np.ndarray and labels.dtype == _INT64_DTYPE):
         return labels
-    return _as_labels(labels, shape)
+    return _as_labels(labels, logits.shape[-1] if logits.ndim else 0, ignore_index)
 
 
 def _distill(
     student_logits: ArrayLike,
     teacher_logits: ArrayLike,
     labels: ArrayLike | None,
-    settings: _Settings,
+    settings: _core.Settings,
     with_grad: bool,
-    out: NDArray[Any] | None = None,
+    out: object = None,
 ) -> tuple[Loss, NDArray[Any] | None]:
     """The loss (and with ``with_grad`` the gradient, in the student's shape)."""
-    shape, s2, t2 = _check_pair(student_logits, teacher_logits)
-    y = _labels_for(labels, shape)
-    out2 = None if out is None else _check_out(out, shape, s2.dtype)
-    temperature, alpha, reduction, ignore_index = settings
-    loss, grad = _core.distillation(
-        s2, t2, y, temperature, alpha, reduction, ignore_index, with_grad, out2
-    )
-    if len(shape) != 2:
-        loss = _shaped(loss, shape[:-1])
-        if grad is not None and out is None:
-            grad = grad.reshape(shape)
-    if out is not None:
-        grad = out
-    return loss, grad
-
-
-def _check_out(out: object, shape: tuple[int, ...], dtype: np.dtype[Any]) -> NDArray[Any]:
-    """``out`` as a 2-D view, after checking it can receive the gradient."""
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
-    if out.shape != shape:
-        raise ValueError(f"out must have shape {shape}, got {out.shape}")
-    if out.dtype != dtype:
-        raise ValueError(f"out must have dtype {dtype}, got {out.dtype}")
-    if not out.flags.c_contiguous:
-        raise ValueError("out must be C-contiguous")
-    if not out.flags.writeable:
-        raise ValueError("out must be writeable")
-    return out.reshape(-1, shape[-1])
+    s, t = _pair(student_logits, teacher_logits)
+    y = _labels_for(labels, s, settings.ignore_index)
+    return _core.distillation(settings, s, t, y, with_grad, out)
 
 
 @overload
@@ -406,9 +332,8 @@ def kl_divergence(
     """
     temperature = _real(temperature, "temperature")
     reduction = _reduction(reduction)
-    _core.validate(temperature, 1.0, reduction)
-    shape, s2, t2 = _check_pair(student_logits, teacher_logits)
-    return _shaped(_core.kl_divergence(s2, t2, temperature, reduction), shape[:-1])
+    s, t = _pair(student_logits, teacher_logits)
+    return _core.kl_divergence(s, t, temperature, reduction)
 
 
 @overload
@@ -448,19 +373,15 @@ def cross_entropy(
     """
     reduction = _reduction(reduction)
     ignore_index = _ignore_index(ignore_index)
-    _core.validate(1.0, 0.0, reduction)
     x = _as_logits(logits, "logits")
-    y = _as_labels(labels, x.shape)
-    result = _core.cross_entropy(_rows(x, _compute_dtype(x)), y, reduction, ignore_index)
-    return _shaped(result, x.shape[:-1])
+    y = _as_labels(labels, x.shape[-1] if x.ndim else 0, ignore_index)
+    return _core.cross_entropy(x.astype(_compute_dtype(x), copy=False), y, reduction, ignore_index)
 
 
 def _softmax(x: ArrayLike, temperature: float, log: bool) -> NDArray[np.floating[Any]]:
     temperature = _real(temperature, "temperature")
-    _core.validate(temperature, 0.0, "mean")
     a = _as_logits(x, "x")
-    out: NDArray[np.floating[Any]] = _core.softmax(_rows(a, _compute_dtype(a)), temperature, log)
-    return out.reshape(a.shape)
+    return _core.softmax(a.astype(_compute_dtype(a), copy=False), temperature, log)
 
 
 def softmax(x: ArrayLike, *, temperature: float = 1.0) -> NDArray[np.floating[Any]]:

@@ -103,8 +103,12 @@ class DistillationLoss:
         assert grad is not None
         return loss, grad
 
+    def _key(self) -> tuple[float, float, str, int]:
+        c = self._settings
+        return (c.temperature, c.alpha, c.reduction, c.ignore_index)
+
     def __repr__(self) -> str:
-        t, a, r, i = self._settings
+        t, a, r, i = self._key()
         return (
             f"DistillationLoss(temperature={t!r}, alpha={a!r}, reduction={r!r}, ignore_index={i!r})"
         )
@@ -112,13 +116,13 @@ class DistillationLoss:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, DistillationLoss):
             return NotImplemented
-        return self._settings == other._settings
+        return self._key() == other._key()
 
     def __hash__(self) -> int:
-        return hash(self._settings)
+        return hash(self._key())
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_restore, tuple(self._settings))
+        return (_restore, self._key())
 
 
 def _restore(

@@ -1,0 +1,160 @@
+//! Every check of user input, each written once with its one message. The kernels call them
+//! on 2-D views; the binding layer calls the shape checks on the arrays' own shapes first, so
+//! that messages name the shapes the caller passed.
+
+use std::fmt::{self, Display};
+
+use ndarray::{ArrayView1, ArrayView2};
+
+use crate::error::KdError;
+
+/// A shape written as Python writes a tuple: `(2, 3)`, `(5,)`, `()`.
+pub struct PyShape<'a>(pub &'a [usize]);
+
+impl Display for PyShape<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            [] => f.write_str("()"),
+            [n] => write!(f, "({n},)"),
+            [first, rest @ ..] => {
+                write!(f, "({first}")?;
+                for n in rest {
+                    write!(f, ", {n}")?;
+                }
+                f.write_str(")")
+            }
+        }
+    }
+}
+
+pub fn check_temperature(t: f64) -> Result<(), KdError> {
+    if t.is_finite() && t > 0.0 {
+        Ok(())
+    } else {
+        Err(KdError::value(format!(
+            "temperature must be a finite number > 0, got {t}"
+        )))
+    }
+}
+
+pub fn check_alpha(a: f64) -> Result<(), KdError> {
+    if (0.0..=1.0).contains(&a) {
+        Ok(())
+    } else {
+        Err(KdError::value(format!("alpha must be in [0, 1], got {a}")))
+    }
+}
+
+/// `(rows, classes)` of logits of `shape` (classes along the last axis), refusing 0-d shapes
+/// and zero classes.
+pub fn check_logits_shape(shape: &[usize], name: &str) -> Result<(usize, usize), KdError> {
+    let Some((&c, lead)) = shape.split_last() else {
+        return Err(KdError::value(format!(
+            "{name} must have at least one dimension (classes along the last axis), got a 0-d array"
+        )));
+    };
+    if c == 0 {
+        return Err(KdError::value(format!(
+            "{name} must have at least one class, got shape {}",
+            PyShape(shape)
+        )));
+    }
+    let rows = lead
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| KdError::value(format!("{name} has too many rows: {}", PyShape(shape))))?;
+    Ok((rows, c))
+}
+
+/// `(rows, classes)` of a 2-D logits view, refusing zero classes.
+pub fn check_logits<T>(x: &ArrayView2<T>, name: &str) -> Result<(usize, usize), KdError> {
+    check_logits_shape(x.shape(), name)
+}
+
+/// Student and teacher logits must have one shape.
+pub fn check_pair_shapes(student: &[usize], teacher: &[usize]) -> Result<(), KdError> {
+    if student != teacher {
+        return Err(KdError::value(format!(
+            "student_logits and teacher_logits must have the same shape, got {} and {}",
+            PyShape(student),
+            PyShape(teacher)
+        )));
+    }
+    Ok(())
+}
+
+pub fn check_same_shape<T>(s: &ArrayView2<T>, t: &ArrayView2<T>) -> Result<(), KdError> {
+    check_pair_shapes(s.shape(), t.shape())
+}
+
+/// Labels must have the shape of the logits' rows, `logits[:-1]`.
+pub fn check_labels_shape(labels: &[usize], logits: &[usize]) -> Result<(), KdError> {
+    let rows = &logits[..logits.len().saturating_sub(1)];
+    if labels != rows {
+        return Err(KdError::value(format!(
+            "labels must have shape {} (logits.shape[:-1]), got shape {}",
+            PyShape(rows),
+            PyShape(labels)
+        )));
+    }
+    Ok(())
+}
+
+/// The message for a label outside `[0, classes)` that is not `ignore_index`.
+pub fn label_range_error(classes: usize, ignore_index: i64, got: impl Display) -> KdError {
+    KdError::value(format!(
+        "labels must be in [0, {classes}) or equal ignore_index ({ignore_index}), got {got}"
+    ))
+}
+
+/// Checks every label against `[0, classes)` or `ignore_index` and returns how many rows
+/// count (those whose label is not `ignore_index`).
+pub fn check_labels(
+    labels: &ArrayView1<i64>,
+    rows: usize,
+    classes: usize,
+    ignore_index: i64,
+) -> Result<usize, KdError> {
+    if labels.len() != rows {
+        return Err(KdError::value(format!(
+            "labels must have one entry per row ({rows}), got {}",
+            labels.len()
+        )));
+    }
+    let mut counted = 0;
+    for (i, &y) in labels.iter().enumerate() {
+        if y == ignore_index {
+            continue;
+        }
+        if y < 0 || y as u64 >= classes as u64 {
+            return Err(label_range_error(
+                classes,
+                ignore_index,
+                format_args!("{y} at flat index {i}"),
+            ));
+        }
+        counted += 1;
+    }
+    Ok(counted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes_read_as_python_tuples() {
+        assert_eq!(PyShape(&[]).to_string(), "()");
+        assert_eq!(PyShape(&[5]).to_string(), "(5,)");
+        assert_eq!(PyShape(&[2, 3, 4]).to_string(), "(2, 3, 4)");
+    }
+
+    #[test]
+    fn logits_shapes() {
+        assert_eq!(check_logits_shape(&[2, 3, 4], "x"), Ok((6, 4)));
+        assert_eq!(check_logits_shape(&[4], "x"), Ok((1, 4)));
+        assert!(check_logits_shape(&[], "x").is_err());
+        assert!(check_logits_shape(&[3, 0], "x").is_err());
+        assert!(check_logits_shape(&[usize::MAX, 2, 1], "x").is_err());
+    }
+}
