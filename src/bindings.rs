@@ -330,21 +330,42 @@ pub fn softmax<'py>(
     }
 }
 
-/// Sets the number of threads used by later calls.
-#[pyfunction]
-pub fn set_num_threads(n: &Bound<'_, PyAny>) -> PyResult<()> {
-    // Any Python int: a negative one, or one beyond 64 bits, is out of range like any other.
+/// A thread count given as any Python int: a negative one, or one beyond 64 bits, is out of
+/// range like any other.
+fn thread_count(n: &Bound<'_, PyAny>) -> PyResult<usize> {
     match n
         .extract::<i64>()
         .ok()
         .and_then(|v| usize::try_from(v).ok())
     {
-        Some(count) => Ok(parallel::set_num_threads(count)?),
+        Some(count) => Ok(count),
         None => Err(parallel::thread_count_error(n.repr()?).into()),
     }
 }
 
-/// The number of threads calls use.
+/// Sets the number of threads used by later calls.
+#[pyfunction]
+pub fn set_num_threads(n: &Bound<'_, PyAny>) -> PyResult<()> {
+    Ok(parallel::set_num_threads(thread_count(n)?)?)
+}
+
+/// `n` as a thread count, after checking it as `set_num_threads` does.
+#[pyfunction]
+pub fn check_num_threads(n: &Bound<'_, PyAny>) -> PyResult<usize> {
+    let count = thread_count(n)?;
+    parallel::check_thread_count(count)?;
+    Ok(count)
+}
+
+/// Sets the thread count of the calls made from this OS thread (`None`: the process's count
+/// again) and returns the one it replaces (`None` if there was none).
+#[pyfunction]
+pub fn swap_local_threads(n: Option<&Bound<'_, PyAny>>) -> PyResult<Option<usize>> {
+    let n = n.map(thread_count).transpose()?;
+    Ok(parallel::swap_local_threads(n)?)
+}
+
+/// The number of threads calls made from this thread use.
 #[pyfunction]
 pub fn get_num_threads() -> PyResult<usize> {
     Ok(parallel::num_threads()?)

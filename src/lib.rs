@@ -16,9 +16,9 @@ mod bindings;
 mod _core {
     #[pymodule_export]
     use crate::bindings::{
-        build_info, cached_bytes, cross_entropy, distillation, empty_cache, get_num_threads,
-        kl_divergence, probe_bandwidth, probe_exp, set_num_threads, set_simd, softmax, validate,
-        OutputBuffer,
+        build_info, cached_bytes, check_num_threads, cross_entropy, distillation, empty_cache,
+        get_num_threads, kl_divergence, probe_bandwidth, probe_exp, set_num_threads, set_simd,
+        softmax, swap_local_threads, validate, OutputBuffer,
     };
 
     use pyo3::prelude::*;

@@ -71,11 +71,18 @@ pub fn thread_count_error(n: impl std::fmt::Display) -> KdError {
     ))
 }
 
+/// Refuses a thread count outside 1 to `MAX_THREADS`.
+pub fn check_thread_count(n: usize) -> Result<(), KdError> {
+    if (1..=MAX_THREADS).contains(&n) {
+        Ok(())
+    } else {
+        Err(thread_count_error(n))
+    }
+}
+
 /// Sets the number of threads later calls use; the pool itself is built on first need.
 pub fn set_num_threads(n: usize) -> Result<(), KdError> {
-    if !(1..=MAX_THREADS).contains(&n) {
-        return Err(thread_count_error(n));
-    }
+    check_thread_count(n)?;
     let mut guard = POOL.write().unwrap_or_else(|e| e.into_inner());
     if guard.threads != n {
         guard.threads = n;
@@ -84,8 +91,35 @@ pub fn set_num_threads(n: usize) -> Result<(), KdError> {
     Ok(())
 }
 
-/// The number of threads calls use (reading `KDLOSS_NUM_THREADS` the first time).
+thread_local! {
+    /// This thread's own thread count for the calls it makes (0: none, use the process's).
+    static LOCAL_THREADS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Sets the thread count of the calls this thread makes (`None`: the process's count again)
+/// and returns the one it replaces, so that a caller can put it back. Other threads are not
+/// affected. Results do not depend on the count.
+pub fn swap_local_threads(n: Option<usize>) -> Result<Option<usize>, KdError> {
+    if let Some(n) = n {
+        check_thread_count(n)?;
+    }
+    let raw = n.unwrap_or(0);
+    let before = LOCAL_THREADS.with(|c| c.replace(raw));
+    Ok((before > 0).then_some(before))
+}
+
+/// The number of threads calls made from this thread use: its own count if it has one
+/// (`swap_local_threads`), else the process's (reading `KDLOSS_NUM_THREADS` the first time).
 pub fn num_threads() -> Result<usize, KdError> {
+    let local = LOCAL_THREADS.with(|c| c.get());
+    if local > 0 {
+        return Ok(local);
+    }
+    global_threads()
+}
+
+/// The process's thread count (reading `KDLOSS_NUM_THREADS` the first time).
+fn global_threads() -> Result<usize, KdError> {
     {
         let guard = POOL.read().unwrap_or_else(|e| e.into_inner());
         if guard.threads > 0 {
@@ -100,23 +134,34 @@ pub fn num_threads() -> Result<usize, KdError> {
     Ok(guard.threads)
 }
 
-fn pool() -> Result<Arc<ThreadPool>, KdError> {
-    let n = num_threads()?;
+/// A pool with at least `helpers` threads. The calling thread is one of a call's `n`
+/// threads, so the process's count `n` needs `n - 1`; a thread's own larger count
+/// (`swap_local_threads`) grows the pool to fit, and a call asks only as many of its threads
+/// to help as its count allows.
+fn pool(helpers: usize) -> Result<Arc<ThreadPool>, KdError> {
+    let helpers = helpers.max(global_threads()?.saturating_sub(1)).max(1);
     {
         let guard = POOL.read().unwrap_or_else(|e| e.into_inner());
-        if let Some(p) = &guard.pool {
+        if let Some(p) = guard
+            .pool
+            .as_ref()
+            .filter(|p| p.current_num_threads() >= helpers)
+        {
             return Ok(Arc::clone(p));
         }
     }
     let mut guard = POOL.write().unwrap_or_else(|e| e.into_inner());
-    if guard.pool.is_none() {
-        // The calling thread is one of the `n`: the pool holds the other `n - 1`.
-        let helpers = n.saturating_sub(1).max(1);
+    if guard
+        .pool
+        .as_ref()
+        .is_none_or(|p| p.current_num_threads() < helpers)
+    {
         let built = ThreadPoolBuilder::new()
             .num_threads(helpers)
             .thread_name(|i| format!("kdloss-{i}"))
             .build()
-            .map_err(|e| KdError::value(format!("cannot start {n} threads: {e}")))?;
+            .map_err(|e| KdError::value(format!("cannot start {} threads: {e}", helpers + 1)))?;
+        // Calls still running on the old pool keep it alive until they are done.
         guard.pool = Some(Arc::new(built));
     }
     guard
@@ -299,7 +344,7 @@ where
             }
         })
     };
-    let pool = pool()?;
+    let pool = pool(threads - 1)?;
     run_with_helpers(&pool, threads - 1, &work)
 }
 
@@ -467,6 +512,23 @@ mod tests {
         };
         assert!(run_with_helpers(&pool, 1, &work).is_err());
         assert_eq!(entered.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_local_thread_count_applies_to_its_own_thread_only() {
+        let global = num_threads().unwrap();
+        let wanted = if global == 3 { 5 } else { 3 };
+        assert_eq!(swap_local_threads(Some(wanted)).unwrap(), None);
+        assert_eq!(num_threads().unwrap(), wanted);
+        let elsewhere = std::thread::spawn(|| num_threads().unwrap())
+            .join()
+            .unwrap();
+        assert_ne!(elsewhere, wanted);
+        assert_eq!(swap_local_threads(Some(2)).unwrap(), Some(wanted));
+        assert!(swap_local_threads(Some(0)).is_err());
+        assert!(swap_local_threads(Some(MAX_THREADS + 1)).is_err());
+        assert_eq!(swap_local_threads(None).unwrap(), Some(2));
+        assert_eq!(swap_local_threads(None).unwrap(), None);
     }
 
     #[test]
