@@ -3,10 +3,11 @@
 //! `kernels` and `parallel` are plain Rust on ndarray views; the Python module below (behind
 //! the `python` feature, which maturin enables) is a thin layer over them.
 
+pub mod config;
 pub mod error;
 pub mod kernels;
+pub mod output_cache;
 pub mod parallel;
-pub mod pool;
 
 #[cfg(feature = "python")]
 mod bindings;
@@ -21,12 +22,25 @@ mod _core {
         softmax, swap_local_threads, validate, OutputBuffer,
     };
 
+    use pyo3::exceptions::PyRuntimeWarning;
     use pyo3::prelude::*;
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
-        // A bad KDLOSS_NUM_THREADS fails the import, naming the variable, not a later call.
-        crate::parallel::num_threads()?;
+        // A bad KDLOSS_NUM_THREADS or KDLOSS_SIMD fails the import, naming the variable, not
+        // a later call.
+        crate::config::num_threads()?;
+        if let Some(name) = crate::config::simd_from_env()? {
+            if let Some(warning) = crate::kernels::simd::request(&name)? {
+                let py = m.py();
+                PyErr::warn(
+                    py,
+                    &py.get_type::<PyRuntimeWarning>(),
+                    &std::ffi::CString::new(warning)?,
+                    1,
+                )?;
+            }
+        }
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
         Ok(())
     }

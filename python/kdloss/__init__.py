@@ -11,9 +11,7 @@ aarch64: force an instruction-set level).
 
 from __future__ import annotations
 
-import os
 import threading
-import warnings
 from types import TracebackType
 from typing import Any
 
@@ -114,26 +112,3 @@ def build_info() -> dict[str, Any]:
     """Facts about this build: ``version``, ``simd`` (the level in use), ``simd_available``,
     ``threads``, ``target_arch`` and ``lanes``."""
     return dict(_core.build_info())
-
-
-def _apply_simd_env() -> None:
-    wanted = os.environ.get("KDLOSS_SIMD", "").strip().lower()
-    if not wanted:
-        return
-    available = _core.build_info()["simd_available"]
-    if wanted not in ("scalar", "avx2", "avx512", "neon"):
-        raise ValueError(
-            f"KDLOSS_SIMD must be one of 'scalar', 'avx2', 'avx512', 'neon', got {wanted!r}"
-        )
-    if wanted not in available:
-        warnings.warn(
-            f"KDLOSS_SIMD={wanted!r} is not available on this CPU (available: "
-            f"{', '.join(available)}); using {_core.build_info()['simd']!r}",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-        return
-    _core.set_simd(wanted)
-
-
-_apply_simd_env()
