@@ -20,11 +20,11 @@ use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use ndarray::{Array1, Array2};
 
+use kdloss::config::set_num_threads;
 use kdloss::kernels::simd::{set_active, Simd};
 use kdloss::kernels::{
     cross_entropy, distillation, kl_divergence, softmax_into, Distillation, Reduction,
 };
-use kdloss::parallel::set_num_threads;
 
 const SHAPES: [(usize, usize); 4] = [(64, 1000), (256, 32000), (8, 128256), (4096, 10)];
 const KERNEL_SHAPE: (usize, usize) = (256, 32000);

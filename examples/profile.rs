@@ -35,7 +35,7 @@ fn time<T: Float>() {
     let mut buf = vec![T::ZERO; b * c + 16];
     let skew = buf.as_ptr().align_offset(64);
     let g = &mut buf[skew..skew + b * c];
-    kdloss::parallel::set_num_threads(th).unwrap();
+    kdloss::config::set_num_threads(th).unwrap();
     if let Ok(level) = std::env::var("KDLOSS_SIMD") {
         let level = kdloss::kernels::Simd::parse(&level).unwrap();
         kdloss::kernels::simd::set_active(level).unwrap();

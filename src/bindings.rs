@@ -15,10 +15,10 @@ use numpy::{
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyFloat};
 
+use crate::config;
 use crate::error::KdError;
 use crate::kernels::{self, simd, Distillation, Float, Loss, PyShape, Reduction, Simd};
-use crate::parallel;
-use crate::pool;
+use crate::output_cache;
 
 /// Below this many elements the GIL is kept: releasing and re-taking it costs more than the
 /// kernel, and no other Python thread would get meaningful time in between.
@@ -127,13 +127,13 @@ fn loss_to_py<'py, T: Float + Element>(
 /// the buffer goes back to `pool` for the next output of its size.
 #[pyclass(frozen, module = "kdloss._core")]
 pub struct OutputBuffer {
-    buf: Option<pool::Buffer>,
+    buf: Option<output_cache::Buffer>,
 }
 
 impl Drop for OutputBuffer {
     fn drop(&mut self) {
         if let Some(buf) = self.buf.take() {
-            pool::give_back(buf);
+            output_cache::give_back(buf);
         }
     }
 }
@@ -145,11 +145,11 @@ fn no_memory(bytes: usize) -> KdError {
 }
 
 /// A pooled buffer for a fresh output of `elements` values of `T` of at least
-/// `pool::MIN_BYTES`, or `None` for a smaller one (then an ordinary NumPy array is made).
-fn pooled<T>(elements: usize) -> Result<Option<pool::Buffer>, KdError> {
+/// `output_cache::MIN_BYTES`, or `None` for a smaller one (then an ordinary NumPy array is made).
+fn pooled<T>(elements: usize) -> Result<Option<output_cache::Buffer>, KdError> {
     match elements.checked_mul(std::mem::size_of::<T>()) {
-        Some(b) if b < pool::MIN_BYTES => Ok(None),
-        Some(b) => pool::take(b).map(Some).ok_or_else(|| no_memory(b)),
+        Some(b) if b < output_cache::MIN_BYTES => Ok(None),
+        Some(b) => output_cache::take(b).map(Some).ok_or_else(|| no_memory(b)),
         None => Err(no_memory(usize::MAX)),
     }
 }
@@ -157,7 +157,7 @@ fn pooled<T>(elements: usize) -> Result<Option<pool::Buffer>, KdError> {
 /// Hands a filled pooled buffer to Python as an array of `shape` that owns it.
 fn pooled_array<'py, T: Float + Element>(
     py: Python<'py>,
-    buf: pool::Buffer,
+    buf: output_cache::Buffer,
     shape: &[usize],
 ) -> PyResult<Bound<'py, PyArrayDyn<T>>> {
     let elements: usize = shape.iter().product();
@@ -189,7 +189,7 @@ fn fresh_output<'py, T: Float + Element, R>(
             match r {
                 Ok(r) => Ok((r, pooled_array(py, buf, shape)?)),
                 Err(e) => {
-                    pool::give_back(buf);
+                    output_cache::give_back(buf);
                     Err(e)
                 }
             }
@@ -418,24 +418,45 @@ pub fn softmax<'py>(
     }
 }
 
-/// Sets the number of threads used by later calls.
-#[pyfunction]
-pub fn set_num_threads(n: &Bound<'_, PyAny>) -> PyResult<()> {
-    // Any Python int: a negative one, or one beyond 64 bits, is out of range like any other.
+/// A thread count given as any Python int: a negative one, or one beyond 64 bits, is out of
+/// range like any other.
+fn thread_count(n: &Bound<'_, PyAny>) -> PyResult<usize> {
     match n
         .extract::<i64>()
         .ok()
         .and_then(|v| usize::try_from(v).ok())
     {
-        Some(count) => Ok(parallel::set_num_threads(count)?),
-        None => Err(parallel::thread_count_error(n.repr()?).into()),
+        Some(count) => Ok(count),
+        None => Err(config::thread_count_error(n.repr()?).into()),
     }
 }
 
-/// The number of threads calls use.
+/// Sets the number of threads used by later calls.
+#[pyfunction]
+pub fn set_num_threads(n: &Bound<'_, PyAny>) -> PyResult<()> {
+    Ok(config::set_num_threads(thread_count(n)?)?)
+}
+
+/// `n` as a thread count, after checking it as `set_num_threads` does.
+#[pyfunction]
+pub fn check_num_threads(n: &Bound<'_, PyAny>) -> PyResult<usize> {
+    let count = thread_count(n)?;
+    config::check_thread_count(count)?;
+    Ok(count)
+}
+
+/// Sets the thread count of the calls made from this OS thread (`None`: the process's count
+/// again) and returns the one it replaces (`None` if there was none).
+#[pyfunction]
+pub fn swap_local_threads(n: Option<&Bound<'_, PyAny>>) -> PyResult<Option<usize>> {
+    let n = n.map(thread_count).transpose()?;
+    Ok(config::swap_local_threads(n)?)
+}
+
+/// The number of threads calls made from this thread use.
 #[pyfunction]
 pub fn get_num_threads() -> PyResult<usize> {
-    Ok(parallel::num_threads()?)
+    Ok(config::num_threads()?)
 }
 
 /// Uses SIMD level `name` from now on (it must be available on this CPU).
@@ -452,9 +473,9 @@ pub fn build_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     d.set_item("simd", simd::active().name())?;
     let available: Vec<&str> = Simd::available().into_iter().map(Simd::name).collect();
     d.set_item("simd_available", available)?;
-    d.set_item("threads", parallel::num_threads()?)?;
+    d.set_item("threads", config::num_threads()?)?;
     d.set_item("target_arch", std::env::consts::ARCH)?;
-    d.set_item("lanes", kernels::row::LANES)?;
+    d.set_item("lanes", kernels::chunk::LANES)?;
     Ok(d)
 }
 
@@ -482,11 +503,11 @@ pub fn probe_exp(py: Python<'_>, reps: usize) -> PyResult<f64> {
 /// Frees the output buffers kept for reuse.
 #[pyfunction]
 pub fn empty_cache() {
-    pool::clear();
+    output_cache::clear();
 }
 
 /// Bytes of output buffers kept for reuse.
 #[pyfunction]
 pub fn cached_bytes() -> usize {
-    pool::cached_bytes()
+    output_cache::cached_bytes()
 }

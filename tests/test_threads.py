@@ -246,3 +246,151 @@ def test_bad_env_var_fails_the_import_clearly(tmp_path: Any, value: str) -> None
     assert repr(value) in proc.stderr or f'"{value}"' in proc.stderr
     assert "panicked" not in proc.stderr
     assert "PanicException" not in proc.stderr
+
+
+# kdloss.threads(n): a thread count for the calls one OS thread makes inside a block.
+
+
+def test_threads_block_sets_and_restores_this_threads_count() -> None:
+    before = kdloss.get_num_threads()
+    other = 3 if before != 3 else 2
+    with kdloss.threads(other):
+        assert kdloss.get_num_threads() == other
+        assert kdloss.build_info()["threads"] == other
+    assert kdloss.get_num_threads() == before
+
+
+def test_threads_blocks_nest() -> None:
+    before = kdloss.get_num_threads()
+    outer = kdloss.threads(2)
+    with outer:
+        with kdloss.threads(1):
+            assert kdloss.get_num_threads() == 1
+            with kdloss.threads(4):
+                assert kdloss.get_num_threads() == 4
+            assert kdloss.get_num_threads() == 1
+        assert kdloss.get_num_threads() == 2
+        # The same object entered again inside itself.
+        with outer:
+            assert kdloss.get_num_threads() == 2
+        assert kdloss.get_num_threads() == 2
+    assert kdloss.get_num_threads() == before
+
+
+def test_threads_block_restores_on_exception() -> None:
+    before = kdloss.get_num_threads()
+
+    class Boom(Exception):
+        pass
+
+    def fail_inside() -> None:
+        with kdloss.threads(1), kdloss.threads(2):
+            assert kdloss.get_num_threads() == 2
+            raise Boom
+
+    with pytest.raises(Boom):
+        fail_inside()
+    assert kdloss.get_num_threads() == before
+    # A failing kdloss call inside the block restores it too.
+    with pytest.raises(ValueError, match="temperature"), kdloss.threads(1):
+        kdloss.softmax(np.zeros(3), temperature=0.0)
+    assert kdloss.get_num_threads() == before
+
+
+@pytest.mark.usefixtures("restore_num_threads")
+def test_threads_block_does_not_touch_other_threads() -> None:
+    kdloss.set_num_threads(2)
+    inside = threading.Event()
+    release = threading.Event()
+    seen: dict[str, int] = {}
+
+    def blocked() -> None:
+        with kdloss.threads(1):
+            seen["inside"] = kdloss.get_num_threads()
+            inside.set()
+            assert release.wait(30)
+        seen["after"] = kdloss.get_num_threads()
+
+    thread = threading.Thread(target=blocked)
+    thread.start()
+    try:
+        assert inside.wait(30)
+        # While the other thread is inside its block, this one and a fresh one see the
+        # process's count.
+        seen["main"] = kdloss.get_num_threads()
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            seen["fresh"] = pool.submit(kdloss.get_num_threads).result()
+    finally:
+        release.set()
+        thread.join(60)
+    assert seen == {"inside": 1, "main": 2, "fresh": 2, "after": 2}
+
+
+@pytest.mark.usefixtures("restore_num_threads")
+def test_threads_block_overrides_set_num_threads_and_env() -> None:
+    kdloss.set_num_threads(1)
+    with kdloss.threads(3):
+        assert kdloss.get_num_threads() == 3
+        # The process's count can still be changed inside; the block's count wins here.
+        kdloss.set_num_threads(2)
+        assert kdloss.get_num_threads() == 3
+    assert kdloss.get_num_threads() == 2
+
+
+@pytest.mark.usefixtures("restore_num_threads")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_threads_block_results_are_bitwise_equal(big_inputs: dict[Any, Inputs], dtype: Any) -> None:
+    s, t, y = big_inputs[dtype]
+    kdloss.set_num_threads(1)
+    want = _everything(s, t, y)
+    # Counts above the process's one too: the pool grows to serve them.
+    for n in (2, 4, 1, 3):
+        with kdloss.threads(n):
+            assert kdloss.get_num_threads() == n
+            _assert_bitwise_equal(_everything(s, t, y), want)
+
+
+@pytest.mark.usefixtures("restore_num_threads")
+def test_threads_blocks_in_concurrent_threads_give_identical_results(
+    big_inputs: dict[Any, Inputs],
+) -> None:
+    s, t, y = big_inputs[np.float32]
+    want = _everything(s, t, y)
+
+    def job(i: int) -> tuple[int, list[Any]]:
+        n = 1 + i % 3
+        with kdloss.threads(n):
+            return kdloss.get_num_threads(), _everything(s, t, y)
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = list(pool.map(job, range(6)))
+    for i, (n, got) in enumerate(results):
+        assert n == 1 + i % 3
+        _assert_bitwise_equal(got, want)
+
+
+@pytest.mark.parametrize(
+    ("n", "error"),
+    [
+        (0, ValueError),
+        (-1, ValueError),
+        (1025, ValueError),
+        (2**70, ValueError),
+        (2.0, TypeError),
+        ("2", TypeError),
+        (True, TypeError),
+        (None, TypeError),
+    ],
+)
+def test_threads_refuses_bad_counts_when_made(n: Any, error: type[Exception]) -> None:
+    before = kdloss.get_num_threads()
+    with pytest.raises(error, match="n must be"):
+        kdloss.threads(n)
+    assert kdloss.get_num_threads() == before
+
+
+def test_threads_accepts_any_integer_type() -> None:
+    with kdloss.threads(np.int8(2)):
+        assert kdloss.get_num_threads() == 2
+    with kdloss.threads(np.uint64(1024)):
+        assert kdloss.get_num_threads() == 1024

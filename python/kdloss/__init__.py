@@ -11,8 +11,8 @@ aarch64: force an instruction-set level).
 
 from __future__ import annotations
 
-import os
-import warnings
+import threading
+from types import TracebackType
 from typing import Any
 
 from . import _core, reference
@@ -41,6 +41,7 @@ __all__ = [
     "reference",
     "set_num_threads",
     "softmax",
+    "threads",
 ]
 
 __version__: str = _core.__version__
@@ -54,6 +55,42 @@ def set_num_threads(n: int) -> None:
     _core.set_num_threads(int(n))
 
 
+class threads:
+    """Use ``n`` threads (1 to 1024; any integer type) for the calls made inside a ``with``
+    block, on this OS thread only.
+
+    Other threads, and this one after the block, keep their thread count, also when the block
+    raises. Blocks nest: the innermost count applies. Inside one, :func:`get_num_threads`
+    returns ``n``. Results do not depend on ``n``. Meant for code that runs kdloss from several
+    threads, or inside a scheduler's worker, and must bound it without touching the others.
+    """
+
+    __slots__ = ("_n", "_saved")
+
+    def __init__(self, n: int) -> None:
+        if not _is_int(n):
+            raise TypeError(f"n must be an int, got {type(n).__name__} {n!r}")
+        # Checked now, as set_num_threads checks it, not when the block is entered.
+        self._n = _core.check_num_threads(int(n))
+        # The counts this object replaced, per OS thread (an object may be entered by several).
+        self._saved = threading.local()
+
+    def __enter__(self) -> None:
+        stack: list[int | None] = self._saved.__dict__.setdefault("stack", [])
+        stack.append(_core.swap_local_threads(self._n))
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        _core.swap_local_threads(self._saved.stack.pop())
+
+    def __repr__(self) -> str:
+        return f"kdloss.threads({self._n})"
+
+
 def empty_cache() -> None:
     """Free the output buffers kept for reuse.
 
@@ -65,7 +102,9 @@ def empty_cache() -> None:
 
 
 def get_num_threads() -> int:
-    """The number of threads calls use (``KDLOSS_NUM_THREADS``, else one per core)."""
+    """The number of threads calls from this thread use: ``n`` inside ``with threads(n)``, else
+    the process's count (:func:`set_num_threads`, ``KDLOSS_NUM_THREADS``, else one per
+    core)."""
     return _core.get_num_threads()
 
 
@@ -73,26 +112,3 @@ def build_info() -> dict[str, Any]:
     """Facts about this build: ``version``, ``simd`` (the level in use), ``simd_available``,
     ``threads``, ``target_arch`` and ``lanes``."""
     return dict(_core.build_info())
-
-
-def _apply_simd_env() -> None:
-    wanted = os.environ.get("KDLOSS_SIMD", "").strip().lower()
-    if not wanted:
-        return
-    available = _core.build_info()["simd_available"]
-    if wanted not in ("scalar", "avx2", "avx512", "neon"):
-        raise ValueError(
-            f"KDLOSS_SIMD must be one of 'scalar', 'avx2', 'avx512', 'neon', got {wanted!r}"
-        )
-    if wanted not in available:
-        warnings.warn(
-            f"KDLOSS_SIMD={wanted!r} is not available on this CPU (available: "
-            f"{', '.join(available)}); using {_core.build_info()['simd']!r}",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-        return
-    _core.set_simd(wanted)
-
-
-_apply_simd_env()

@@ -9,6 +9,7 @@ __all__ = [
     "__version__",
     "build_info",
     "cached_bytes",
+    "check_num_threads",
     "cross_entropy",
     "distillation",
     "empty_cache",
@@ -20,6 +21,7 @@ __all__ = [
     "set_num_threads",
     "set_simd",
     "softmax",
+    "swap_local_threads",
 ]
 __version__: str
 
@@ -63,6 +65,8 @@ def softmax(
     x: NDArray[np.floating[Any]], temperature: float, log: bool
 ) -> NDArray[np.floating[Any]]: ...
 def set_num_threads(n: int) -> None: ...
+def check_num_threads(n: int) -> int: ...
+def swap_local_threads(n: int | None) -> int | None: ...
 def get_num_threads() -> int: ...
 def set_simd(name: str) -> None: ...
 def build_info() -> dict[str, Any]: ...

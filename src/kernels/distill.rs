@@ -9,8 +9,9 @@
 //! otherwise give `0·(-inf - -inf) = NaN`). When T is a small integer, `e^z1 = (e^zs)^T`
 //! replaces an exp by multiplies.
 
+use super::chunk::{Chunk, LANES};
 use super::float::{store_fence, Float, Level};
-use super::row::{fold2_keep, map3, max2, Chunk, LANES};
+use super::row::{fold2_keep, map3, max2};
 
 /// Which terms a row computes, fixed at compile time so that unused work is not even emitted.
 /// `POW` is the integer temperature used to get `e^z1` from `e^zs`, or 0 to compute it (with

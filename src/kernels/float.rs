@@ -20,7 +20,7 @@ pub trait Level: Copy + Send + Sync + 'static {
 /// Sums over a row are accumulated in f64 whatever `Self` is, so f32 results keep the
 /// accuracy of a float64 reference; elementwise work stays in `Self` for SIMD throughput.
 pub trait Float:
-    crate::parallel::HasScratch
+    super::scratch::HasScratch
     + Copy
     + Send
     + Sync

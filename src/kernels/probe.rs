@@ -5,8 +5,9 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
+use super::chunk::LANES;
 use super::float::{Float, Level};
-use super::row::{fold2, LANES};
+use super::row::fold2;
 use super::simd::{dispatch, Kernel};
 use crate::error::KdError;
 
@@ -57,10 +58,10 @@ pub fn read_bandwidth(megabytes: usize, threads: usize, reps: usize) -> Result<f
             "megabytes, threads and reps must all be >= 1",
         ));
     }
-    if threads > crate::parallel::MAX_THREADS {
+    if threads > crate::config::MAX_THREADS {
         return Err(KdError::value(format!(
             "threads must be at most {}, got {threads}",
-            crate::parallel::MAX_THREADS
+            crate::config::MAX_THREADS
         )));
     }
     let cannot = || KdError::value(format!("cannot allocate {megabytes} MB to probe"));

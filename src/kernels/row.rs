@@ -9,14 +9,11 @@
 //! code. Sums are kept per lane in `T` within a block and in f64 across blocks, then added in a
 //! fixed order: the result depends only on the row, never on threads.
 
+use super::chunk::{Chunk, LANES};
 use super::float::{stream_copy, Float, Level};
 
-/// Elements per step; 16 f32 fill one AVX-512 register, two AVX2 ones.
-pub const LANES: usize = 16;
 /// Steps summed in `T` before the lane partials are moved into f64.
 const BLOCK: usize = 8;
-
-pub type Chunk<T> = [T; LANES];
 
 /// Copies `x` (fewer than `LANES` elements) into a chunk padded with `-inf`.
 #[inline(always)]

@@ -98,6 +98,24 @@ pub fn active() -> Simd {
     best
 }
 
+/// Uses the level named `name` (as `KDLOSS_SIMD` names it) from now on if this CPU has it.
+/// An unknown name is an error; a level the CPU lacks is not, since a program may run on
+/// several machines: it is left unused, and the returned message says so (a warning to
+/// show).
+pub fn request(name: &str) -> Result<Option<String>, KdError> {
+    let wanted = Simd::parse(name)?;
+    if set_active(wanted).is_ok() {
+        return Ok(None);
+    }
+    let available: Vec<&str> = Simd::available().into_iter().map(Simd::name).collect();
+    Ok(Some(format!(
+        "KDLOSS_SIMD={:?} is not available on this CPU (available: {}); using {:?}",
+        wanted.name(),
+        available.join(", "),
+        active().name()
+    )))
+}
+
 /// Uses `level` from now on. Levels the CPU lacks are refused: running them would fault.
 pub fn set_active(level: Simd) -> Result<(), KdError> {
     if !Simd::available().contains(&level) {

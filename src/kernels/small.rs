@@ -8,9 +8,9 @@
 
 use ndarray::{ArrayView2, Axis};
 
+use super::chunk::{Chunk, LANES};
 use super::distill::{keeps_e1, powi, stats_step, GradWeights};
 use super::float::{ln_f64, Float, Level};
-use super::row::{Chunk, LANES};
 
 /// Rows with at most this many classes take the blocked path.
 pub const SMALL_CLASSES: usize = 24;

@@ -2,13 +2,15 @@
 
 use ndarray::ArrayView2;
 
+use super::check::{check_logits, check_out_len, check_temperature};
+use super::chunk::{Chunk, LANES};
 use super::float::{Float, Level};
-use super::row::{add_into, fold2_keep, map2, max2, Chunk, LANES};
+use super::row::{add_into, fold2_keep, map2, max2};
+use super::scratch::{row_of, Scratch};
 use super::simd::{dispatch, Kernel};
 use super::small::{transpose_row, SoftmaxBlock, SMALL_CLASSES};
-use super::{check_logits, check_temperature};
 use crate::error::KdError;
-use crate::parallel::{for_each_block, for_each_row, row_of};
+use crate::parallel::{for_each_block, for_each_row};
 
 struct SoftmaxRow<'a, T, const LOG: bool> {
     x: &'a [T],
@@ -99,63 +101,68 @@ pub fn softmax_into<T: Float>(
 ) -> Result<(), KdError> {
     check_temperature(temperature)?;
     let (rows, c) = check_logits(&x, "x")?;
-    if out.len() != rows * c {
-        return Err(KdError::value(format!(
-            "out must hold {} elements, got {}",
-            rows * c,
-            out.len()
-        )));
-    }
+    check_out_len(out.len(), rows, c)?;
     let inv_t = 1.0 / temperature;
     let mut unused = vec![0.0; rows];
     if c <= SMALL_CLASSES {
-        return for_each_block(LANES, c, &mut unused, Some(out), |scratch, r0, ps, o| {
-            let Some(o) = o else { return };
-            let n = ps.len();
-            let cols = &mut scratch.cols;
-            if cols.len() < c {
-                cols.resize(c, [T::ZERO; LANES]);
-            }
-            let cols = &mut cols[..c];
-            for k in 0..LANES {
-                if k < n {
-                    transpose_row(x, r0 + k, cols, k);
+        return for_each_block(
+            LANES,
+            c,
+            &mut unused,
+            Some(out),
+            |scratch: &mut Scratch<T>, r0, ps, o| {
+                let Some(o) = o else { return };
+                let n = ps.len();
+                let cols = &mut scratch.cols;
+                if cols.len() < c {
+                    cols.resize(c, [T::ZERO; LANES]);
+                }
+                let cols = &mut cols[..c];
+                for k in 0..LANES {
+                    if k < n {
+                        transpose_row(x, r0 + k, cols, k);
+                    } else {
+                        cols.iter_mut().for_each(|col| col[k] = T::ZERO);
+                    }
+                }
+                if log {
+                    dispatch(SoftmaxBlock::<T, true> { cols, inv_t });
                 } else {
-                    cols.iter_mut().for_each(|col| col[k] = T::ZERO);
+                    dispatch(SoftmaxBlock::<T, false> { cols, inv_t });
                 }
-            }
-            if log {
-                dispatch(SoftmaxBlock::<T, true> { cols, inv_t });
-            } else {
-                dispatch(SoftmaxBlock::<T, false> { cols, inv_t });
-            }
-            for (k, row) in o.chunks_mut(c).enumerate() {
-                for (v, col) in row.iter_mut().zip(cols.iter()) {
-                    *v = col[k];
+                for (k, row) in o.chunks_mut(c).enumerate() {
+                    for (v, col) in row.iter_mut().zip(cols.iter()) {
+                        *v = col[k];
+                    }
                 }
-            }
-        });
+            },
+        );
     }
-    for_each_row(c, &mut unused, Some(out), |scratch, i, _, o| {
-        let Some(out) = o else { return };
-        let row = row_of(x, i, &mut scratch.a);
-        let next = (i + 1 < rows).then(|| x.row(i + 1).to_slice()).flatten();
-        if log {
-            dispatch(SoftmaxRow::<T, true> {
-                x: row,
-                inv_t,
-                out,
-                next,
-            });
-        } else {
-            dispatch(SoftmaxRow::<T, false> {
-                x: row,
-                inv_t,
-                out,
-                next,
-            });
-        }
-    })
+    for_each_row(
+        c,
+        &mut unused,
+        Some(out),
+        |scratch: &mut Scratch<T>, i, _, o| {
+            let Some(out) = o else { return };
+            let row = row_of(x, i, &mut scratch.a);
+            let next = (i + 1 < rows).then(|| x.row(i + 1).to_slice()).flatten();
+            if log {
+                dispatch(SoftmaxRow::<T, true> {
+                    x: row,
+                    inv_t,
+                    out,
+                    next,
+                });
+            } else {
+                dispatch(SoftmaxRow::<T, false> {
+                    x: row,
+                    inv_t,
+                    out,
+                    next,
+                });
+            }
+        },
+    )
 }
 
 #[cfg(test)]

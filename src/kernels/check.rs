@@ -100,6 +100,17 @@ pub fn check_labels_shape(labels: &[usize], logits: &[usize]) -> Result<(), KdEr
     Ok(())
 }
 
+/// Refuses an output buffer that does not hold `rows * classes` elements.
+pub fn check_out_len(len: usize, rows: usize, classes: usize) -> Result<(), KdError> {
+    if len != rows * classes {
+        return Err(KdError::value(format!(
+            "out must hold {} elements, got {len}",
+            rows * classes
+        )));
+    }
+    Ok(())
+}
+
 /// The message for a label outside `[0, classes)` that is not `ignore_index`.
 pub fn label_range_error(classes: usize, ignore_index: i64, got: impl Display) -> KdError {
     KdError::value(format!(

@@ -17,7 +17,7 @@ use std::sync::{Mutex, MutexGuard};
 /// Alignment of every buffer: a cache line, the widest non-temporal store.
 const ALIGN: usize = 64;
 /// The smallest output worth keeping: the size from which gradients are streamed.
-pub const MIN_BYTES: usize = crate::kernels::loss::STREAM_MIN_BYTES;
+pub const MIN_BYTES: usize = crate::kernels::driver::STREAM_MIN_BYTES;
 /// Buffers kept at most, and their total size at most.
 const CACHE_BUFFERS: usize = 4;
 const CACHE_BYTES: usize = 64 << 20;
