@@ -95,6 +95,18 @@ fn matrix<'a, T: Clone>(
         .map_err(|e| KdError::internal(format!("cannot view {name} as rows: {e}")))
 }
 
+/// Student and teacher logits of one shape as `(rows, C)` matrices (see `matrix`).
+type Pair<'a, T> = (CowArray<'a, T, Ix2>, CowArray<'a, T, Ix2>);
+
+fn pair<'a, T: Clone>(
+    s: &'a ArrayViewD<'a, T>,
+    t: &'a ArrayViewD<'a, T>,
+) -> Result<Pair<'a, T>, KdError> {
+    let sv = matrix(s, "student_logits")?;
+    kernels::check_pair_shapes(s.shape(), t.shape())?;
+    Ok((sv, matrix(t, "teacher_logits")?))
+}
+
 /// Labels of the logits' row shape as one flat vector (a view when the strides allow one).
 fn flat_labels<'a>(
     labels: &'a ArrayViewD<'a, i64>,
@@ -270,9 +282,7 @@ fn distill_typed<'py, T: Float + Element>(
 ) -> PyResult<LossAndGrad<'py>> {
     let (sd, td) = (s.as_array(), t.as_array());
     let shape = sd.shape().to_vec();
-    let sv = matrix(&sd, "student_logits")?;
-    kernels::check_pair_shapes(&shape, td.shape())?;
-    let tv = matrix(&td, "teacher_logits")?;
+    let (sv, tv) = pair(&sd, &td)?;
     let ld = labels.as_ref().map(|l| l.as_array());
     let lv = ld.as_ref().map(|l| flat_labels(l, &shape)).transpose()?;
     let (sv, tv): (ArrayView2<T>, ArrayView2<T>) = (sv.view(), tv.view());
@@ -320,9 +330,7 @@ fn kl_typed<'py, T: Float + Element>(
     reduction: Reduction,
 ) -> PyResult<Bound<'py, PyAny>> {
     let (sd, td) = (s.as_array(), t.as_array());
-    let sv = matrix(&sd, "student_logits")?;
-    kernels::check_pair_shapes(sd.shape(), td.shape())?;
-    let tv = matrix(&td, "teacher_logits")?;
+    let (sv, tv) = pair(&sd, &td)?;
     let (sv, tv) = (sv.view(), tv.view());
     let loss = compute(py, sv.len(), || {
         kernels::kl_divergence(sv, tv, temperature, reduction)
