@@ -119,11 +119,26 @@ def _shifted(x: FloatArray, temperature: float) -> FloatArray:
     """``(x - max(x)) / temperature`` along the last axis: ``x / T`` less its row maximum.
 
     Subtracting the maximum before dividing keeps every value in ``[-inf, 0]``, so a tiny
-    temperature cannot overflow finite logits to +inf.
+    temperature cannot overflow finite logits to +inf. Where ``x - max(x)`` itself overflows
+    (logits near the type's limit), the difference of halves gives the true value.
     """
     # Masked (-inf) classes, all -inf rows, +inf and NaN are allowed: let them propagate quietly.
     with np.errstate(invalid="ignore", over="ignore"):
-        result: FloatArray = (x - np.max(x, axis=-1, keepdims=True)) / temperature
+        top = np.max(x, axis=-1, keepdims=True)
+        diff = x - top
+        halves = (x * 0.5 - top * 0.5) / (temperature * 0.5)
+        result: FloatArray = np.where(np.isinf(diff) & np.isfinite(x), halves, diff / temperature)
+    return result
+
+
+def _log_sum_exp_shifted(z: FloatArray) -> FloatArray:
+    """``log(sum(exp(z)))`` along the last axis for ``z`` with row maximum 0, as ``log1p`` of the
+    sum less one: the maximum's own ``exp(0) = 1`` is left out of the floating-point sum, so a
+    sum just above 1 keeps its relative accuracy."""
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        ones = np.sum(z == 0.0, axis=-1, keepdims=True)
+        rest = np.sum(np.where(z == 0.0, 0.0, np.exp(z)), axis=-1, keepdims=True)
+        result: FloatArray = np.log1p(rest + (ones - 1.0))
     return result
 
 
@@ -131,7 +146,7 @@ def _log_softmax_rows(x: FloatArray, temperature: float = 1.0) -> FloatArray:
     """log(softmax(x / T)) along the last axis, as ``z - log(sum(exp(z)))``, ``z = _shifted``."""
     z = _shifted(x, temperature)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        result: FloatArray = z - np.log(np.sum(np.exp(z), axis=-1, keepdims=True))
+        result: FloatArray = z - _log_sum_exp_shifted(z)
     return result
 
 
@@ -151,9 +166,11 @@ def _kl_rows(student: FloatArray, teacher: FloatArray, temperature: float) -> Fl
     p = np.exp(log_p)
     with np.errstate(invalid="ignore"):
         terms = p * (log_p - log_q)
-    # A class the teacher gives no mass contributes exactly 0, even where the student is -inf
-    # too (0 * (-inf - -inf) would be NaN). NaN in p is kept, so NaN rows stay NaN.
-    terms = np.where(p == 0.0, 0.0, terms)
+    # A class the teacher gives no mass (log p = -inf) contributes exactly 0, even where the
+    # student is -inf too (0 * (-inf - -inf) would be NaN). A class where it does, however small
+    # (its p may round to 0), against a student at -inf, contributes +inf. NaN is kept.
+    terms = np.where(np.isneginf(log_p), 0.0, terms)
+    terms = np.where(np.isneginf(log_q) & np.isfinite(log_p), np.inf, terms)
     result: FloatArray = np.sum(terms, axis=-1)
     return result
 

@@ -1,18 +1,22 @@
-//! The row drivers: check a call's inputs, then run the fused kernel over its rows, long rows
-//! one at a time and short ones in blocks of `LANES`, and reduce the rows' losses.
+//! Runs an objective over a call's rows: long rows one at a time (`long.rs`), short ones in
+//! blocks of `LANES` (`small.rs`), in parallel over rows, at one SIMD level for the whole call;
+//! and, for the Hinton objective, checks the call's inputs and reduces the rows' losses.
 
 use ndarray::{ArrayView1, ArrayView2};
 
 use super::check::{check_labels, check_logits, check_out_len, check_same_shape};
 use super::chunk::LANES;
-use super::distill::{GradWeights, RowParams};
 use super::float::Float;
-use super::fused::{fused_row, small_block, RowCtx};
+use super::long::LongRow;
+use super::objective::hinton::{Hinton, Weights};
+use super::objective::Objective;
 use super::reduce::{reduce, Loss, Reduction};
 use super::scratch::{row_of, Scratch};
-use super::small::{transpose_row, SMALL_CLASSES};
+use super::simd::{dispatch_at, Simd};
+use super::small::{scratch_cols, transpose_row, SmallBlock, SMALL_CLASSES};
 use crate::error::KdError;
 use crate::parallel::{for_each_block, for_each_row};
+use crate::with_hinton_terms;
 
 /// Gradients at least this large are written with non-temporal stores: they cannot stay in a
 /// core's cache anyway, and plain stores would first read every line they overwrite.
@@ -23,35 +27,103 @@ pub const STREAM_MIN_BYTES: usize = 8 << 20;
 /// (10000, 1000); from (2500, 4001) on, streaming was as fast or faster.
 const STREAM_MIN_ROW_BYTES: usize = 4096;
 
-/// What the rows compute: loss weights of the two terms (a zero weight switches a term off),
-/// the temperature, and how rows are combined.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Job {
-    /// The name of the first logits argument, for error messages.
-    pub subject: &'static str,
-    pub kl_weight: f64,
-    pub ce_weight: f64,
-    pub temperature: f64,
-    pub reduction: Reduction,
+/// The rows of one call: logits (the teacher is the student's view when the objective does not
+/// read it), labels with the value that marks a row ignored, and the level to run at.
+#[derive(Clone, Copy)]
+pub(crate) struct Rows<'a, T> {
+    pub s: ArrayView2<'a, T>,
+    pub t: ArrayView2<'a, T>,
+    pub labels: Option<ArrayView1<'a, i64>>,
     pub ignore_index: i64,
+    pub level: Simd,
 }
 
-/// Rows of few classes, `LANES` at a time: transposed into columns, run by `small_block`,
-/// and transposed back.
-#[allow(clippy::too_many_arguments)]
-fn run_small<T: Float>(
-    kl: bool,
-    ce: bool,
-    pow: u32,
-    ctx: RowCtx,
-    ignore_index: i64,
-    s: ArrayView2<T>,
-    t: ArrayView2<T>,
-    labels: Option<ArrayView1<i64>>,
+/// Runs `obj` over every row of `rows`, writing each row's loss into `partials` and its
+/// gradient (or output) into `grad` when given. Ignored rows get loss 0 and a zero gradient.
+/// Inputs are checked already.
+pub(crate) fn drive<T: Float, O: Objective<T>>(
+    obj: O,
+    rows: Rows<'_, T>,
     partials: &mut [f64],
     grad: Option<&mut [T]>,
 ) -> Result<(), KdError> {
+    let c = rows.s.ncols();
+    // Whether to write the gradient with non-temporal stores (too large to stay in cache).
+    let stream = grad.as_ref().is_some_and(|g| {
+        std::mem::size_of_val(*g) >= STREAM_MIN_BYTES
+            && c * std::mem::size_of::<T>() >= STREAM_MIN_ROW_BYTES
+    });
+    if c <= SMALL_CLASSES {
+        return drive_small(obj, rows, partials, grad);
+    }
+    let Rows {
+        s,
+        t,
+        labels,
+        ignore_index,
+        level,
+    } = rows;
+    let n_rows = s.nrows();
+    for_each_row(c, partials, grad, |scratch: &mut Scratch<T>, i, p, g| {
+        let label = labels.as_ref().map(|l| l[i]);
+        if label == Some(ignore_index) {
+            if let Some(g) = g {
+                g.fill(T::ZERO);
+            }
+            *p = 0.0;
+            return;
+        }
+        let s_row = row_of(s, i, &mut scratch.a);
+        let t_row = if O::TEACHER {
+            row_of(t, i, &mut scratch.b)
+        } else {
+            s_row
+        };
+        let next = (i + 1 < n_rows)
+            .then(|| {
+                let ns = s.row(i + 1).to_slice()?;
+                let nt = if O::TEACHER {
+                    t.row(i + 1).to_slice()?
+                } else {
+                    ns
+                };
+                Some((ns, nt))
+            })
+            .flatten();
+        *p = dispatch_at(
+            level,
+            LongRow {
+                obj,
+                s: s_row,
+                t: t_row,
+                // Checked by `check_labels`: 0 <= y < c.
+                label: label.map(|y| y as usize),
+                grad: g,
+                stream,
+                keep: &mut scratch.keep,
+                next,
+            },
+        );
+    })
+}
+
+/// Rows of few classes, `LANES` at a time: transposed into columns, run by `SmallBlock`, and
+/// transposed back.
+fn drive_small<T: Float, O: Objective<T>>(
+    obj: O,
+    rows: Rows<'_, T>,
+    partials: &mut [f64],
+    grad: Option<&mut [T]>,
+) -> Result<(), KdError> {
+    let Rows {
+        s,
+        t,
+        labels,
+        ignore_index,
+        level,
+    } = rows;
     let c = s.ncols();
+    let label_weight = obj.label_weight();
     for_each_block(
         LANES,
         c,
@@ -60,13 +132,12 @@ fn run_small<T: Float>(
         |scratch: &mut Scratch<T>, r0, ps, mut g| {
             let n = ps.len();
             let cols = &mut scratch.cols;
-            if cols.len() < 6 * c {
-                cols.resize(6 * c, [T::ZERO; LANES]);
+            if cols.len() < scratch_cols(c) {
+                cols.resize(scratch_cols(c), [T::ZERO; LANES]);
             }
             let (s_cols, rest) = cols.split_at_mut(c);
             let (t_cols, rest) = rest.split_at_mut(c);
-            let (keep, rest) = rest.split_at_mut(3 * c);
-            let g_cols = &mut rest[..c];
+            let (g_cols, keep) = rest.split_at_mut(c);
             let mut label = [None; LANES];
             let mut s_y = [T::ZERO; LANES];
             for k in 0..LANES {
@@ -78,7 +149,7 @@ fn run_small<T: Float>(
                     continue;
                 }
                 transpose_row(s, r0 + k, s_cols, k);
-                if kl {
+                if O::TEACHER {
                     transpose_row(t, r0 + k, t_cols, k);
                 }
                 // Checked by `check_labels`: 0 <= y < c unless ignored.
@@ -87,16 +158,16 @@ fn run_small<T: Float>(
                     s_y[k] = s_cols[y as usize][k];
                 }
             }
-            let losses = small_block(
-                kl,
-                ce,
-                pow,
-                s_cols,
-                t_cols,
-                s_y,
-                ctx,
-                keep,
-                g.is_some().then_some(&mut *g_cols),
+            let losses = dispatch_at(
+                level,
+                SmallBlock {
+                    obj,
+                    s: s_cols,
+                    t: t_cols,
+                    s_y,
+                    keep,
+                    grad: g.is_some().then_some(&mut *g_cols),
+                },
             );
             for k in 0..n {
                 let ignored = label[k] == Some(ignore_index);
@@ -110,9 +181,9 @@ fn run_small<T: Float>(
                     for (v, col) in row.iter_mut().zip(g_cols.iter()) {
                         *v = col[k];
                     }
-                    if let (true, Some(y)) = (ce, label[k]) {
+                    if let (Some(w), Some(y)) = (label_weight, label[k]) {
                         let y = y as usize;
-                        row[y] = row[y] - T::from_f64(ctx.grad.ce_weight);
+                        row[y] = row[y] - T::from_f64(w);
                     }
                 }
             }
@@ -120,6 +191,21 @@ fn run_small<T: Float>(
     )
 }
 
+/// What the rows compute: loss weights of the two terms (a zero weight switches a term off),
+/// the temperature, and how rows are combined.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Job {
+    /// The name of the first logits argument, for error messages.
+    pub subject: &'static str,
+    pub kl_weight: f64,
+    pub ce_weight: f64,
+    pub temperature: f64,
+    pub reduction: Reduction,
+    pub ignore_index: i64,
+    pub level: Simd,
+}
+
+/// Checks a Hinton call's inputs, runs it, and reduces the rows' losses.
 pub(crate) fn run<T: Float>(
     job: Job,
     s: ArrayView2<T>,
@@ -127,7 +213,7 @@ pub(crate) fn run<T: Float>(
     labels: Option<ArrayView1<i64>>,
     grad: Option<&mut [T]>,
 ) -> Result<Loss<T>, KdError> {
-    let (rows, c) = check_logits(&s, job.subject)?;
+    let (n_rows, c) = check_logits(&s, job.subject)?;
     check_same_shape(&s, &t)?;
     let kl = job.kl_weight != 0.0;
     let ce = job.ce_weight != 0.0;
@@ -137,11 +223,11 @@ pub(crate) fn run<T: Float>(
         ));
     }
     let counted = match &labels {
-        Some(l) => check_labels(l, rows, c, job.ignore_index)?,
-        None => rows,
+        Some(l) => check_labels(l, n_rows, c, job.ignore_index)?,
+        None => n_rows,
     };
     if let Some(g) = &grad {
-        check_out_len(g.len(), rows, c)?;
+        check_out_len(g.len(), n_rows, c)?;
     }
     let scale = match job.reduction {
         Reduction::Mean if counted > 0 => 1.0 / counted as f64,
@@ -154,80 +240,35 @@ pub(crate) fn run<T: Float>(
     } else {
         0
     };
-    let ctx = RowCtx {
-        params: RowParams {
-            inv_t: 1.0 / temperature,
-        },
+    let weights = Weights {
+        temperature,
         kl_weight: job.kl_weight,
         ce_weight: job.ce_weight,
-        grad: GradWeights {
-            // d/ds of w·KL(p_t || softmax(s/T)) is (w/T)·(softmax(s/T) − p_t).
-            kl_weight: job.kl_weight / temperature * scale,
-            ce_weight: job.ce_weight * scale,
-        },
-        stream: grad.as_ref().is_some_and(|g| {
-            std::mem::size_of_val(*g) >= STREAM_MIN_BYTES
-                && c * std::mem::size_of::<T>() >= STREAM_MIN_ROW_BYTES
-        }),
+        scale,
     };
-    let ignore_index = job.ignore_index;
-    let mut partials = vec![0.0f64; rows];
-    if c <= SMALL_CLASSES {
-        run_small(
-            kl,
-            ce,
-            pow,
-            ctx,
-            ignore_index,
-            s,
-            t,
-            labels,
-            &mut partials,
-            grad,
-        )?;
-        return Ok(reduce(job.reduction, partials, counted));
+    let rows = Rows {
+        s,
+        // Without KL the teacher is never read.
+        t: if kl { t } else { s },
+        labels,
+        ignore_index: job.ignore_index,
+        level: job.level,
+    };
+    let mut partials = vec![0.0f64; n_rows];
+    macro_rules! go {
+        ($kl:literal, $ce:literal, $pow:literal) => {
+            drive(
+                Hinton::<T, $kl, $ce, $pow>::new(weights),
+                rows,
+                &mut partials,
+                grad,
+            )?
+        };
     }
-    for_each_row(
-        c,
-        &mut partials,
-        grad,
-        |scratch: &mut Scratch<T>, i, p, g| {
-            let label = labels.as_ref().map(|l| l[i]);
-            if label == Some(ignore_index) {
-                if let Some(g) = g {
-                    g.fill(T::ZERO);
-                }
-                *p = 0.0;
-                return;
-            }
-            let s_row = row_of(s, i, &mut scratch.a);
-            let t_row = if kl {
-                row_of(t, i, &mut scratch.b)
-            } else {
-                s_row
-            };
-            // Checked by `check_labels`: 0 <= y < c.
-            let label = label.map(|y| y as usize);
-            let next = (i + 1 < rows)
-                .then(|| {
-                    let ns = s.row(i + 1).to_slice()?;
-                    let nt = if kl { t.row(i + 1).to_slice()? } else { ns };
-                    Some((ns, nt))
-                })
-                .flatten();
-            *p = fused_row(
-                kl,
-                ce,
-                pow,
-                s_row,
-                t_row,
-                label,
-                ctx,
-                g,
-                &mut scratch.keep,
-                next,
-            );
-        },
-    )?;
+    with_hinton_terms!(kl, ce, pow, go, {
+        if let Some(g) = grad {
+            g.fill(T::ZERO);
+        }
+    });
     Ok(reduce(job.reduction, partials, counted))
 }

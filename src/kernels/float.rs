@@ -38,6 +38,7 @@ pub trait Float:
     const ZERO: Self;
     const ONE: Self;
     const NEG_INFINITY: Self;
+    const INFINITY: Self;
 
     /// The largest finite value.
     const MAX: Self;
@@ -172,6 +173,7 @@ impl Float for f32 {
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
     const NEG_INFINITY: Self = f32::NEG_INFINITY;
+    const INFINITY: Self = f32::INFINITY;
 
     #[inline(always)]
     fn from_f64(v: f64) -> Self {
@@ -245,6 +247,7 @@ impl Float for f64 {
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
     const NEG_INFINITY: Self = f64::NEG_INFINITY;
+    const INFINITY: Self = f64::INFINITY;
 
     #[inline(always)]
     fn from_f64(v: f64) -> Self {

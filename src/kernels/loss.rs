@@ -7,6 +7,7 @@ use super::check::{check_alpha, check_temperature};
 use super::driver::{run, Job};
 use super::float::Float;
 use super::reduce::{Loss, Reduction};
+use super::simd::{self, Simd};
 use crate::error::KdError;
 
 /// The distillation loss `alpha·T²·KL(softmax(t/T) || softmax(s/T)) + (1 − alpha)·CE(s, y)`.
@@ -46,6 +47,19 @@ pub fn distillation<T: Float>(
     labels: Option<ArrayView1<i64>>,
     grad: Option<&mut [T]>,
 ) -> Result<Loss<T>, KdError> {
+    distillation_at(simd::active(), cfg, student, teacher, labels, grad)
+}
+
+/// `distillation` at the SIMD level `level`, which this CPU must have.
+pub fn distillation_at<T: Float>(
+    level: Simd,
+    cfg: &Distillation,
+    student: ArrayView2<T>,
+    teacher: ArrayView2<T>,
+    labels: Option<ArrayView1<i64>>,
+    grad: Option<&mut [T]>,
+) -> Result<Loss<T>, KdError> {
+    simd::check_available(level)?;
     let t2 = cfg.temperature * cfg.temperature;
     let job = Job {
         subject: "student_logits",
@@ -54,6 +68,7 @@ pub fn distillation<T: Float>(
         temperature: cfg.temperature,
         reduction: cfg.reduction,
         ignore_index: cfg.ignore_index,
+        level,
     };
     run(job, student, teacher, labels, grad)
 }
@@ -73,6 +88,7 @@ pub fn kl_divergence<T: Float>(
         temperature,
         reduction,
         ignore_index: 0,
+        level: simd::active(),
     };
     run(job, student, teacher, None, None)
 }
@@ -92,6 +108,7 @@ pub fn cross_entropy<T: Float>(
         temperature: 1.0,
         reduction,
         ignore_index,
+        level: simd::active(),
     };
     run(job, logits, logits, Some(labels), None)
 }
@@ -101,7 +118,6 @@ mod tests {
     //! The fused kernels against a plain float64 implementation of the formulas, at every SIMD
     //! level this CPU has (on aarch64 that includes NEON).
     use super::*;
-    use crate::kernels::simd::{self, Simd};
     use ndarray::{Array1, Array2};
 
     /// Row loss and gradient by the textbook formulas, in f64 with std's exp and ln.
@@ -155,7 +171,16 @@ mod tests {
         ((*state >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
     }
 
-    fn check<T: Float>(rows: usize, c: usize, temp: f64, alpha: f64, tol: f64, seed: u64) {
+    #[allow(clippy::too_many_arguments)]
+    fn check<T: Float>(
+        level: Simd,
+        rows: usize,
+        c: usize,
+        temp: f64,
+        alpha: f64,
+        tol: f64,
+        seed: u64,
+    ) {
         let mut st = seed;
         let mut s = Array2::from_shape_fn((rows, c), |_| T::from_f64(4.0 * lcg(&mut st)));
         let mut t = Array2::from_shape_fn((rows, c), |_| T::from_f64(4.0 * lcg(&mut st)));
@@ -176,7 +201,8 @@ mod tests {
         });
         let cfg = Distillation::new(temp, alpha, Reduction::Sum, -100).unwrap();
         let mut grad = vec![T::ZERO; rows * c];
-        let loss = distillation(
+        let loss = distillation_at(
+            level,
             &cfg,
             s.view(),
             t.view(),
@@ -205,22 +231,20 @@ mod tests {
                 assert!(
                     (a.to_f64() - b).abs() <= tol * scale,
                     "grad[{r}, {j}] = {a:?}, want {b} (c={c}, T={temp}, alpha={alpha}, {})",
-                    simd::active().name()
+                    level.name()
                 );
             }
         }
         assert!(
             (loss - want).abs() <= tol * want.abs().max(1.0),
             "loss {loss}, want {want} (rows={rows}, c={c}, T={temp}, alpha={alpha}, {})",
-            simd::active().name()
+            level.name()
         );
     }
 
     #[test]
     fn fused_kernel_matches_the_formulas_at_every_level() {
-        let best = simd::active();
         for level in Simd::available() {
-            simd::set_active(level).unwrap();
             let mut seed = 1;
             for c in [1usize, 2, 7, 10, 24, 25, 100, 1000, 4099] {
                 for &(temp, alpha) in &[
@@ -232,11 +256,10 @@ mod tests {
                     (4.0, 1.0),
                 ] {
                     seed += 1;
-                    check::<f64>(37, c, temp, alpha, 1e-12, seed);
-                    check::<f32>(37, c, temp, alpha, 2e-5, seed);
+                    check::<f64>(level, 37, c, temp, alpha, 1e-12, seed);
+                    check::<f32>(level, 37, c, temp, alpha, 2e-5, seed);
                 }
             }
         }
-        simd::set_active(best).unwrap();
     }
 }

@@ -158,7 +158,7 @@ fn flush_one<T: Float>(block: &mut Chunk<T>, total: &mut [f64; LANES]) {
 
 /// Lane-wise running maximum.
 #[inline(always)]
-fn max_into<T: Float>(m: &mut Chunk<T>, c: &Chunk<T>) {
+pub(crate) fn max_into<T: Float>(m: &mut Chunk<T>, c: &Chunk<T>) {
     for k in 0..LANES {
         m[k] = if c[k] > m[k] { c[k] } else { m[k] };
     }

@@ -118,14 +118,21 @@ pub fn request(name: &str) -> Result<Option<String>, KdError> {
 
 /// Uses `level` from now on. Levels the CPU lacks are refused: running them would fault.
 pub fn set_active(level: Simd) -> Result<(), KdError> {
-    if !Simd::available().contains(&level) {
-        return Err(KdError::value(format!(
-            "SIMD level {:?} is not available on this CPU",
-            level.name()
-        )));
-    }
+    check_available(level)?;
     ACTIVE.store(level.code(), Ordering::Relaxed);
     Ok(())
+}
+
+/// An error unless this CPU has `level`.
+pub fn check_available(level: Simd) -> Result<(), KdError> {
+    if is_available(level) {
+        Ok(())
+    } else {
+        Err(KdError::value(format!(
+            "SIMD level {:?} is not available on this CPU",
+            level.name()
+        )))
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -208,10 +215,6 @@ pub fn dispatch_at<K: Kernel>(level: Simd, k: K) -> K::Output {
 }
 
 /// Cached detection, so the check in `dispatch_at` costs a load.
-#[cfg_attr(
-    not(any(target_arch = "x86_64", target_arch = "aarch64")),
-    allow(dead_code)
-)]
 fn is_available(level: Simd) -> bool {
     static MASK: AtomicU8 = AtomicU8::new(0);
     let mut m = MASK.load(Ordering::Relaxed);
