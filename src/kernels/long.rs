@@ -97,21 +97,42 @@ fn tile_sums<T: Float, L: Level, O: Objective<T>>(
     ahead: Option<(&[T], &[T])>,
 ) -> Sums {
     let (lane_s, lane_t) = ([sh_s; LANES], [sh_t; LANES]);
-    let step = |a: &_, b: &_, acc: &mut [_; SUMS]| obj.stats::<L>(a, b, &lane_s, &lane_t, acc);
+    // Every closure on the way to the loop is inlined: one that is not is compiled outside the
+    // level's `#[target_feature]` entry, without its instructions.
     match keep {
         None => fold2_keep(
             cs,
             ct,
+            O::USED,
             [],
             [],
             ahead,
             #[inline(always)]
             |a, b, acc| {
-                step(a, b, acc);
+                obj.stats::<L>(a, b, &lane_s, &lane_t, acc);
                 []
             },
         ),
-        Some(kept) => fold2_keep(cs, ct, kept, O::KEEP, ahead, step),
+        Some(kept) => fold2_keep(
+            cs,
+            ct,
+            O::USED,
+            kept,
+            O::KEEP,
+            ahead,
+            #[inline(always)]
+            |a, b, acc| obj.stats::<L>(a, b, &lane_s, &lane_t, acc),
+        ),
+    }
+}
+
+/// The maxima of `s` and `t`; without the teacher, `t` may alias `s` and is never read.
+#[inline(always)]
+fn maxima<T: Float, O: Objective<T>>(s: &[T], t: &[T]) -> (T, T) {
+    if O::TEACHER {
+        max2(s, t)
+    } else {
+        max2(s, s)
     }
 }
 
@@ -129,10 +150,8 @@ pub fn row_stats<T: Float, L: Level, O: Objective<T>>(
 ) -> RowStats<T> {
     let n = s.len();
     let tile_n = tile_len::<T>(n);
-    // Without the teacher, `t` may alias `s` and is never read.
-    let maxima = |a: &[T], b: &[T]| if O::TEACHER { max2(a, b) } else { max2(a, a) };
     if tile_n >= n {
-        let (max_s, max_t) = maxima(s, t);
+        let (max_s, max_t) = maxima::<T, O>(s, t);
         let kept = keep.map(|buf| {
             let (shifts, kept) = split_keep(buf, n, 0, n);
             shifts[0] = max_s;
@@ -147,7 +166,7 @@ pub fn row_stats<T: Float, L: Level, O: Objective<T>>(
     for (tile, lo) in (0..n).step_by(tile_n).enumerate() {
         let hi = n.min(lo + tile_n);
         let (cs, ct) = (&s[lo..hi], &t[lo..hi]);
-        let (m_s, m_t) = maxima(cs, ct);
+        let (m_s, m_t) = maxima::<T, O>(cs, ct);
         let (sh_s, up_s) = shift_s.cover(m_s);
         let (sh_t, up_t) = shift_t.cover(m_t);
         if up_s != 0.0 || up_t != 0.0 {
@@ -205,9 +224,10 @@ pub fn row_grad<T: Float, L: Level, O: Objective<T>>(
         // can be above, and its values are 0 (or NaN) whatever the scale.
         let down_s = (shifts[2 * tile].to_f64() - max_s).min(0.0);
         let down_t = (shifts[2 * tile + 1].to_f64() - max_t).min(0.0);
-        let c = obj
-            .coeffs::<L>(&st.sums, down_s, down_t)
-            .map(|v| [T::from_f64(v); LANES]);
+        let mut c = [[T::ZERO; LANES]; KEPT];
+        for (c, v) in c.iter_mut().zip(obj.coeffs::<L>(&st.sums, down_s, down_t)) {
+            *c = [T::from_f64(v); LANES];
+        }
         map3::<T, L>(
             &k0[lo..hi],
             &k1[lo..hi],

@@ -139,11 +139,17 @@ pub fn prefetch<T>(x: &[T], i: usize, near: bool) {
     let _ = (x, i, near);
 }
 
-/// Moves block partials into the f64 totals.
+/// Moves block partials into the f64 totals, for the sums in use.
 #[inline(always)]
-fn flush<T: Float, const N: usize>(block: &mut [Chunk<T>; N], total: &mut [[f64; LANES]; N]) {
+fn flush<T: Float, const N: usize>(
+    block: &mut [Chunk<T>; N],
+    total: &mut [[f64; LANES]; N],
+    used: [bool; N],
+) {
     for j in 0..N {
-        flush_one(&mut block[j], &mut total[j]);
+        if used[j] {
+            flush_one(&mut block[j], &mut total[j]);
+        }
     }
 }
 
@@ -190,6 +196,7 @@ pub fn fold2<T: Float, const N: usize>(
     fold2_keep(
         a,
         b,
+        [true; N],
         [],
         [],
         None,
@@ -212,7 +219,8 @@ pub fn add_into<T: Float>(acc: &mut Chunk<T>, x: &Chunk<T>) {
 }
 
 /// `fold2` with a `step` that adds its `N` per-element quantities to the lane sums it is given
-/// (so that a product and its sum can be one FMA) and returns `K` per-element results, those
+/// (so that a product and its sum can be one FMA; those not `used` are left 0 by `step` and
+/// not summed) and returns `K` per-element results, those
 /// for which `mask` is true to be stored in `keep` (each as long as `a`; the others are not
 /// touched and may be empty) for a later pass to read instead of recomputing them. `next`,
 /// the row pair to be processed after this one, is prefetched as this one is read, so that
@@ -224,6 +232,7 @@ pub fn add_into<T: Float>(acc: &mut Chunk<T>, x: &Chunk<T>) {
 pub fn fold2_keep<T: Float, const N: usize, const K: usize>(
     a: &[T],
     b: &[T],
+    used: [bool; N],
     keep: [&mut [T]; K],
     mask: [bool; K],
     next: Option<(&[T], &[T])>,
@@ -253,13 +262,13 @@ pub fn fold2_keep<T: Float, const N: usize, const K: usize>(
             }
             i += LANES;
         }
-        flush(&mut block, &mut total);
+        flush(&mut block, &mut total, used);
     }
     if full < n {
         let tail = Tail::of(n, full);
         let kept = step(&tail.chunk(a, full), &tail.chunk(b, full), &mut block);
         tail.forget_done(&mut block);
-        flush(&mut block, &mut total);
+        flush(&mut block, &mut total, used);
         for j in 0..K {
             if mask[j] {
                 tail.store(&mut keep[j][..n], full, &kept[j]);

@@ -80,17 +80,32 @@ impl<T: Float, O: Objective<T>> Kernel for SmallBlock<'_, T, O> {
                 }
             }
         }
-        let lane = |k: usize| sums.map(|s| s[k]);
+        // Each lane's sums gathered inside the loop over lanes, so that the loop (the objective's
+        // logs and divisions) is vectorized across rows. Plain loops, not `array::map` or
+        // `from_fn`: a closure that is not inlined is compiled outside the level's
+        // `#[target_feature]` entry, without its instructions.
         let mut loss = [0.0f64; LANES];
-        for (k, l) in loss.iter_mut().enumerate() {
-            *l = obj.loss::<L>(&lane(k), self.s_y[k].to_f64() - max_s[k].to_f64());
+        for k in 0..LANES {
+            let mut lane = [0.0f64; SUMS];
+            for (v, sum) in lane.iter_mut().zip(&sums) {
+                *v = sum[k];
+            }
+            loss[k] = obj.loss::<L>(&lane, self.s_y[k].to_f64() - max_s[k].to_f64());
         }
         if let Some(grad) = self.grad {
-            let per_lane: [[f64; KEPT]; LANES] =
-                std::array::from_fn(|k| obj.coeffs::<L>(&lane(k), 0.0, 0.0));
-            let coeffs: [Chunk<T>; KEPT] =
-                std::array::from_fn(|m| std::array::from_fn(|k| T::from_f64(per_lane[k][m])));
-            let col = |m: usize, j: usize| &self.keep[if O::KEEP[m] { m * c + j } else { j }];
+            let mut coeffs = [[T::ZERO; LANES]; KEPT];
+            for k in 0..LANES {
+                let mut lane = [0.0f64; SUMS];
+                for (v, sum) in lane.iter_mut().zip(&sums) {
+                    *v = sum[k];
+                }
+                let c = obj.coeffs::<L>(&lane, 0.0, 0.0);
+                for (m, v) in c.iter().enumerate() {
+                    coeffs[m][k] = T::from_f64(*v);
+                }
+            }
+            let keep = &*self.keep;
+            let col = |m: usize, j: usize| &keep[if O::KEEP[m] { m * c + j } else { j }];
             for (j, g) in grad.iter_mut().enumerate().take(c) {
                 *g = obj.grad_step::<L>(&coeffs, [col(0, j), col(1, j), col(2, j)]);
             }

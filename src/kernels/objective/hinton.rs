@@ -15,14 +15,14 @@ use super::{add_split, ln_f64, ln_sum, scaled, Objective, Sums, KEPT, SUMS};
 use crate::kernels::chunk::{Chunk, LANES};
 use crate::kernels::float::{Float, Level};
 
-// Where each sum lives: `Ss = ONES_S + REST_S` and so on (see `add_split`).
-const REST_S: usize = 0;
-const REST_T: usize = 1;
+// Where each sum lives. `S1 = ONES_1 + REST_1` (see `add_split`): CE is `ln S1 − z1[y]`, which
+// for a confident row is `ln(1 + small)`, so the 1 must stay out of the float lanes. KL's sums
+// are kept whole: ln(Ss/St) has the absolute accuracy of the inputs' scale either way (README).
+const SUM_S: usize = 0;
+const SUM_T: usize = 1;
 const CROSS: usize = 2;
 const REST_1: usize = 3;
-const ONES_S: usize = 4;
-const ONES_T: usize = 5;
-const ONES_1: usize = 6;
+const ONES_1: usize = 4;
 
 /// The objective with KL on or off, CE on or off, and `POW` the integer temperature used to get
 /// `e^z1` from `e^zs` (0: computed; with KL alone, T = 1, 2 or 4 is still passed on, for the
@@ -66,13 +66,9 @@ impl<T: Float, const KL: bool, const CE: bool, const POW: u32> Hinton<T, KL, CE,
 
     /// Whether `e^z1` is computed and kept, rather than rebuilt from `e^zs` as a power.
     const OWN_E1: bool = CE && !(KL && POW != 0);
-    /// Where the 1s of `S1` are counted: with the power shortcut, `e^z1` is 1 exactly where
-    /// `e^zs` is, so they are those of `Ss`.
-    const ONES_1_AT: usize = if Self::OWN_E1 { ONES_1 } else { ONES_S };
-
     #[inline(always)]
-    fn total(sums: &Sums, rest: usize, ones: usize) -> f64 {
-        sums[ones] + sums[rest]
+    fn sum_1(sums: &Sums) -> f64 {
+        sums[ONES_1] + sums[REST_1]
     }
 }
 
@@ -95,7 +91,7 @@ impl<T: Float, const KL: bool, const CE: bool, const POW: u32> Objective<T>
 {
     const TEACHER: bool = KL;
     const KEEP: [bool; KEPT] = [KL, KL, Self::OWN_E1];
-    const USED: [bool; SUMS] = [KL, KL, KL, CE, KL, KL, Self::OWN_E1, false];
+    const USED: [bool; SUMS] = [KL, KL, KL, CE, CE, false, false, false];
 
     #[inline(always)]
     fn stats<L: Level>(
@@ -117,38 +113,38 @@ impl<T: Float, const KL: bool, const CE: bool, const POW: u32> Objective<T>
                 let zt = scaled::<T, L>(t[k], m_t[k], inv_t, fold);
                 es[k] = zs.fast_exp::<L>();
                 et[k] = zt.fast_exp::<L>();
-                add_split(acc, [REST_S, ONES_S], k, es[k]);
-                add_split(acc, [REST_T, ONES_T], k, et[k]);
+                acc[SUM_S][k] = acc[SUM_S][k] + es[k];
+                acc[SUM_T][k] = acc[SUM_T][k] + et[k];
                 // A student class at -inf where the teacher's is not costs +inf, even where the
                 // teacher's exp underflowed to 0; a teacher class at -inf costs nothing. NaN
                 // is not -inf, so a NaN teacher still reaches the sum.
-                let d = zt - zs;
-                let w = if d == T::INFINITY { T::ONE } else { et[k] };
-                let c = T::madd::<L>(w, d, acc[CROSS][k]);
-                acc[CROSS][k] = if zt != T::NEG_INFINITY {
-                    c
+                let d = if zt != T::NEG_INFINITY {
+                    zt - zs
                 } else {
-                    acc[CROSS][k]
+                    T::ZERO
                 };
+                let w = if d == T::INFINITY { T::ONE } else { et[k] };
+                acc[CROSS][k] = T::madd::<L>(w, d, acc[CROSS][k]);
             }
             if CE {
                 if Self::OWN_E1 {
                     e1[k] = (s[k] - m_s[k]).fast_exp::<L>();
                     add_split(acc, [REST_1, ONES_1], k, e1[k]);
                 } else {
-                    // es^POW is 1 exactly where es is: those 1s are already in ONES_S.
+                    // es^POW is 1 exactly where es is.
                     let one = es[k] == T::ONE;
+                    let e = if one { T::ZERO } else { es[k] };
                     let r = acc[REST_1][k];
-                    let sum = match POW {
-                        2 => T::madd::<L>(es[k], es[k], r),
-                        3 => T::madd::<L>(es[k] * es[k], es[k], r),
+                    acc[REST_1][k] = match POW {
+                        2 => T::madd::<L>(e, e, r),
+                        3 => T::madd::<L>(e * e, e, r),
                         4 => {
-                            let e2 = es[k] * es[k];
+                            let e2 = e * e;
                             T::madd::<L>(e2, e2, r)
                         }
-                        _ => r + es[k],
+                        _ => r + e,
                     };
-                    acc[REST_1][k] = if one { r } else { sum };
+                    acc[ONES_1][k] = acc[ONES_1][k] + if one { T::ONE } else { T::ZERO };
                 }
             }
         }
@@ -158,23 +154,16 @@ impl<T: Float, const KL: bool, const CE: bool, const POW: u32> Objective<T>
     #[inline(always)]
     fn rescale(&self, sums: Sums, up_s: f64, up_t: f64) -> Sums {
         // zs and zt drop by ds and dt: e^zs scales by e^-ds, e^zt by e^-dt, e^z1 by e^-up_s,
-        // and Σ e^zt (zt − zs) becomes e^-dt (A + (ds − dt) St). A sum whose shift rose has no
-        // exact 1s left: its count joins the rest.
+        // and Σ e^zt (zt − zs) becomes e^-dt (A + (ds − dt) St). S1's 1s are no longer 1s once
+        // its shift rose: the count joins the rest.
         let (ds, dt) = (up_s * self.inv_t64, up_t * self.inv_t64);
         let mut r = sums;
-        let st = Self::total(&sums, REST_T, ONES_T);
-        if up_t != 0.0 {
-            let ft = (-dt).exp();
-            r[REST_T] = st * ft;
-            r[ONES_T] = 0.0;
-            r[CROSS] = ft * (sums[CROSS] + (ds - dt) * st);
-        } else {
-            r[CROSS] = sums[CROSS] + ds * st;
-        }
+        let ft = if up_t != 0.0 { (-dt).exp() } else { 1.0 };
+        r[SUM_T] = sums[SUM_T] * ft;
+        r[CROSS] = ft * (sums[CROSS] + (ds - dt) * sums[SUM_T]);
         if up_s != 0.0 {
-            r[REST_S] = Self::total(&sums, REST_S, ONES_S) * (-ds).exp();
-            r[REST_1] = Self::total(&sums, REST_1, Self::ONES_1_AT) * (-up_s).exp();
-            r[ONES_S] = 0.0;
+            r[SUM_S] = sums[SUM_S] * (-ds).exp();
+            r[REST_1] = Self::sum_1(&sums) * (-up_s).exp();
             r[ONES_1] = 0.0;
         }
         r
@@ -184,14 +173,11 @@ impl<T: Float, const KL: bool, const CE: bool, const POW: u32> Objective<T>
     fn loss<L: Level>(&self, sums: &Sums, z_y: f64) -> f64 {
         let mut loss = 0.0;
         if KL {
-            let (ss, st) = (
-                Self::total(sums, REST_S, ONES_S),
-                Self::total(sums, REST_T, ONES_T),
-            );
+            let (ss, st) = (sums[SUM_S], sums[SUM_T]);
             loss += self.kl_weight * (sums[CROSS] / st + ln_f64::<L>(ss / st));
         }
         if CE {
-            let ln_s1 = ln_sum::<L>(sums[Self::ONES_1_AT], sums[REST_1]);
+            let ln_s1 = ln_sum::<L>(sums[ONES_1], sums[REST_1]);
             loss += self.ce_weight * (ln_s1 - z_y);
         }
         loss
@@ -202,9 +188,9 @@ impl<T: Float, const KL: bool, const CE: bool, const POW: u32> Objective<T>
         // Most tiles (every one of a short row) are at the row's shifts: no exp to call.
         let scale = |d: f64| if d == 0.0 { 1.0 } else { d.exp() };
         [
-            self.grad_kl / Self::total(sums, REST_S, ONES_S) * scale(down_s * self.inv_t64),
-            self.grad_kl / Self::total(sums, REST_T, ONES_T) * scale(down_t * self.inv_t64),
-            self.grad_ce / Self::total(sums, REST_1, Self::ONES_1_AT) * scale(down_s),
+            self.grad_kl / sums[SUM_S] * scale(down_s * self.inv_t64),
+            self.grad_kl / sums[SUM_T] * scale(down_t * self.inv_t64),
+            self.grad_ce / Self::sum_1(sums) * scale(down_s),
         ]
     }
 

@@ -99,10 +99,12 @@ pub(crate) fn add_split<T: Float>(
     k: usize,
     e: T,
 ) {
+    // Selects of the addends, then plain adds: a select of the sums became a masked store,
+    // which the next chunk's load of the sum waited on. (Testing each chunk for a 1 first, to
+    // skip this, cost more than it saved.)
     let one = e == T::ONE;
-    let (r, o) = (acc[rest][k], acc[ones][k]);
-    acc[rest][k] = if one { r } else { r + e };
-    acc[ones][k] = if one { o + T::ONE } else { o };
+    acc[rest][k] = acc[rest][k] + if one { T::ZERO } else { e };
+    acc[ones][k] = acc[ones][k] + if one { T::ONE } else { T::ZERO };
 }
 
 /// `ln(ones + rest)`, through `ln(1 + rest)` when `ones == 1` so that a sum just above 1 keeps

@@ -44,7 +44,13 @@ impl<T: Float, const LOG: bool> Objective<T> for Softmax<T, LOG> {
         for k in 0..LANES {
             let z = scaled::<T, L>(s[k], m_s[k], self.inv_t, false);
             let e = z.fast_exp::<L>();
-            add_split(acc, [REST, ONES], k, e);
+            // Only the log needs the 1 apart (`ln(1 + small)`); a probability `e/S` keeps its
+            // relative accuracy with the sum whole.
+            if LOG {
+                add_split(acc, [REST, ONES], k, e);
+            } else {
+                acc[REST][k] = acc[REST][k] + e;
+            }
             kept[k] = if LOG { z } else { e };
         }
         [kept, kept, kept]
