@@ -21,7 +21,7 @@ On seeded synthetic float32 logits (T = 2, alpha = 0.5) it measures, at 1 and 2 
   call by call, and the speed-up over the first thread count;
 - ``tiny``: the cost of one call at (8, 10), in microseconds.
 
-Every timing is a median of interleaved samples (``kdloss._bench.run_interleaved``): all
+Every timing is a median of interleaved samples (``kdloss.bench.timing.run_interleaved``): all
 implementations of one shape take turns, so a slow phase of a shared machine hits them alike,
 and each ratio compares two medians of the same run. A sample is two calls, and the tables
 report the second, which runs as a call in a loop does; the first call, timed on its own, finds
@@ -57,12 +57,12 @@ from typing import Any, Callable, TextIO
 
 import kdloss
 import numpy as np
-from kdloss import _bench as kb
 from kdloss import reference
+from kdloss.bench import cli, console, machine, report, timing, workloads
 from numpy.typing import NDArray
 
-T = kb.TEMPERATURE
-ALPHA = kb.ALPHA
+T = workloads.TEMPERATURE
+ALPHA = workloads.ALPHA
 DEFAULT_THREADS = (1, 2)
 SECTIONS = ("loss", "kernels", "scaling", "tiny")
 TINY_SHAPE = (8, 10)
@@ -105,7 +105,7 @@ class Impl:
 
     key: str
     title: str
-    bind: Callable[[kb.Case], dict[str, Timed]]
+    bind: Callable[[workloads.Case], dict[str, Timed]]
     ops: frozenset[str]
 
 
@@ -160,9 +160,9 @@ def _np_softmax(x: NDArray[np.float32]) -> NDArray[np.float32]:
     return e
 
 
-def bind_kdloss(case: kb.Case) -> dict[str, Timed]:
+def bind_kdloss(case: workloads.Case) -> dict[str, Timed]:
     s, t, y = case.student, case.teacher, case.labels
-    calls: dict[str, Timed] = dict(kb.bind_kdloss(case))
+    calls: dict[str, Timed] = dict(workloads.bind_kdloss(case))
     calls.update(
         softmax=lambda: kdloss.softmax(s),
         log_softmax=lambda: kdloss.log_softmax(s),
@@ -172,7 +172,7 @@ def bind_kdloss(case: kb.Case) -> dict[str, Timed]:
     return calls
 
 
-def bind_numpy_f32(case: kb.Case) -> dict[str, Timed]:
+def bind_numpy_f32(case: workloads.Case) -> dict[str, Timed]:
     s, t, y = case.student, case.teacher, case.labels
     rows = np.arange(case.rows)
     inv_t = np.float32(1 / T)
@@ -182,7 +182,7 @@ def bind_numpy_f32(case: kb.Case) -> dict[str, Timed]:
         log_pt = _np_log_softmax(t * inv_t)
         return float(np.sum(np.exp(log_pt) * (log_pt - log_ps)) / np.float32(case.rows))
 
-    calls: dict[str, Timed] = dict(kb.bind_numpy_f32(case))
+    calls: dict[str, Timed] = dict(workloads.bind_numpy_f32(case))
     calls.update(
         softmax=lambda: _np_softmax(s),
         log_softmax=lambda: _np_log_softmax(s),
@@ -192,8 +192,8 @@ def bind_numpy_f32(case: kb.Case) -> dict[str, Timed]:
     return calls
 
 
-def scipy_binder(special: Any) -> Callable[[kb.Case], dict[str, Timed]]:
-    def bind(case: kb.Case) -> dict[str, Timed]:
+def scipy_binder(special: Any) -> Callable[[workloads.Case], dict[str, Timed]]:
+    def bind(case: workloads.Case) -> dict[str, Timed]:
         s, t, y = case.student, case.teacher, case.labels
         rows = np.arange(case.rows)
         inv_t = np.float32(1 / T)
@@ -213,11 +213,11 @@ def scipy_binder(special: Any) -> Callable[[kb.Case], dict[str, Timed]]:
     return bind
 
 
-def torch_binder(torch: Any) -> Callable[[kb.Case], dict[str, Timed]]:
+def torch_binder(torch: Any) -> Callable[[workloads.Case], dict[str, Timed]]:
     functional = importlib.import_module("torch.nn.functional")
-    bind_loss = kb.torch_binder(torch, None)
+    bind_loss = workloads.torch_binder(torch, None)
 
-    def bind(case: kb.Case) -> dict[str, Timed]:
+    def bind(case: workloads.Case) -> dict[str, Timed]:
         s = torch.from_numpy(case.student)
         t = torch.from_numpy(case.teacher)
         y = torch.from_numpy(case.labels)
@@ -291,7 +291,7 @@ def _import(name: str) -> Any | None:
 # Checks
 
 
-def _reference_values(case: kb.Case) -> dict[str, Any]:
+def _reference_values(case: workloads.Case) -> dict[str, Any]:
     """What every op should give on ``case``, from the float64 reference."""
     s, t, y = case.student, case.teacher, case.labels
     return {
@@ -322,8 +322,8 @@ def _error(value: Any, ref: Any) -> float:
 class Suite:
     """What a run measures with, and everything it measured."""
 
-    settings: kb.Settings
-    progress: kb.Progress
+    settings: timing.Settings
+    progress: console.Progress
     torch: Any | None
     impls: list[Impl]
     python_rate: float
@@ -341,7 +341,7 @@ class Suite:
         self.warnings.append(text)
 
     def check_value(
-        self, impl: Impl, op: str, case: kb.Case, value: Any, *, strict: bool = False
+        self, impl: Impl, op: str, case: workloads.Case, value: Any, *, strict: bool = False
     ) -> None:
         err = _error(value, self.refs[(case.rows, case.classes)][op])
         limit = KDLOSS_RTOL if strict else PEER_RTOL
@@ -351,17 +351,17 @@ class Suite:
             f"{impl.title} {op} at {case.name} is off the reference by {err:.1e} (limit {limit:g})"
         )
         if strict:
-            raise kb.BenchError(text)
+            raise console.BenchError(text)
         self.warn(text)
 
-    def start(self, label: str) -> kb.LoadMeter:
+    def start(self, label: str) -> machine.LoadMeter:
         """Wait for a quiet machine if asked to, then start measuring the group's load and
         probe the CPU's speed."""
         if self.wait_s > 0:
-            kb.wait_for_quiet(self.wait_s, self.progress)
+            machine.wait_for_quiet(self.wait_s, self.progress)
         self.exp_before = self.wait_for_speed(self.wait_s)
         self.progress.update(f"{label}: warming up", milestone=True)
-        return kb.LoadMeter()
+        return machine.LoadMeter()
 
     def wait_for_speed(self, max_wait_s: float) -> float:
         """Probe the CPU's speed (kdloss's exp cost, ns per element) until it is within
@@ -377,7 +377,7 @@ class Suite:
             self.progress.update(f"waiting for the CPU: {probe / best:.2f}x its best exp cost")
             time.sleep(0.5)
 
-    def finish(self, group: Measured, meter: kb.LoadMeter) -> Measured:
+    def finish(self, group: Measured, meter: machine.LoadMeter) -> Measured:
         group.load = meter.others()
         group.exp_ns = [self.exp_before, float(kdloss._core.probe_exp(SPEED_PROBE_REPS))]
         self.speed_probes.append(group.exp_ns[-1])
@@ -402,11 +402,11 @@ class Suite:
             self.torch.set_num_threads(n)
 
     def measure(
-        self, section: str, threads: int, case: kb.Case, ops: Sequence[Op], label: str
+        self, section: str, threads: int, case: workloads.Case, ops: Sequence[Op], label: str
     ) -> Measured:
         """Warm up every (op, implementation) of ``case`` and time them all interleaved."""
         group = Measured(section, threads, (case.rows, case.classes))
-        tasks: list[kb.Task] = []
+        tasks: list[timing.Task] = []
         owners: list[tuple[str, str]] = []
         estimates: list[float] = []
         meter = self.start(label)
@@ -425,19 +425,19 @@ class Suite:
             for k in wanted:
                 fn = bound[k]
                 self.progress.update(f"{label}: warming up {impl.title} {k}")
-                task = kb.Task(f"{impl.title} {k}", fn)
-                elapsed, value = kb.warm_up(task, self.settings.warmup_s)
+                task = timing.Task(f"{impl.title} {k}", fn)
+                elapsed, value = timing.warm_up(task, self.settings.warmup_s)
                 self.check_value(impl, k, case, value, strict=impl.key == "kdloss")
                 tasks.append(task)
                 owners.append((k, impl.key))
                 estimates.append(elapsed)
-        kb.run_interleaved(tasks, estimates, self.settings, self.progress, label)
+        timing.run_interleaved(tasks, estimates, self.settings, self.progress, label)
         for owner, task in zip(owners, tasks):
             group.times[owner] = task.times_s
             group.first[owner] = task.first_s
         return self.finish(group, meter)
 
-    def measure_scaling(self, threads: Sequence[int], case: kb.Case, label: str) -> Measured:
+    def measure_scaling(self, threads: Sequence[int], case: workloads.Case, label: str) -> Measured:
         """kdloss's and PyTorch's forward + backward at every thread count, interleaved.
 
         Before a call at a thread count other than the library's current one, the count is
@@ -445,17 +445,17 @@ class Suite:
         """
         group = Measured("scaling", 0, (case.rows, case.classes))
         current: dict[str, int] = {}
-        tasks: list[kb.Task] = []
+        tasks: list[timing.Task] = []
         owners: list[tuple[str, str]] = []
         estimates: list[float] = []
         libraries: list[tuple[str, Timed, Callable[[int], None]]] = [
-            ("kdloss", kb.bind_kdloss(case)["forward_backward"], kdloss.set_num_threads)
+            ("kdloss", workloads.bind_kdloss(case)["forward_backward"], kdloss.set_num_threads)
         ]
         if self.torch is not None:
             libraries.append(
                 (
                     "torch",
-                    kb.torch_binder(self.torch, None)(case)["forward_backward"],
+                    workloads.torch_binder(self.torch, None)(case)["forward_backward"],
                     self.torch.set_num_threads,
                 )
             )
@@ -474,12 +474,12 @@ class Suite:
         meter = self.start(label)
         for lib, fn, set_n in libraries:
             for n in threads:
-                task = kb.Task(f"{lib} {n} threads", fn, setup=switcher(lib, n, fn, set_n))
-                elapsed, _ = kb.warm_up(task, self.settings.warmup_s)
+                task = timing.Task(f"{lib} {n} threads", fn, setup=switcher(lib, n, fn, set_n))
+                elapsed, _ = timing.warm_up(task, self.settings.warmup_s)
                 tasks.append(task)
                 owners.append((f"threads={n}", lib))
                 estimates.append(elapsed)
-        kb.run_interleaved(tasks, estimates, self.settings, self.progress, label)
+        timing.run_interleaved(tasks, estimates, self.settings, self.progress, label)
         for owner, task in zip(owners, tasks):
             group.times[owner] = task.times_s
             group.first[owner] = task.first_s
@@ -488,7 +488,7 @@ class Suite:
     def measure_tiny(self, threads: int, label: str) -> Measured:
         """Microseconds per call at (8, 10): each sample is enough back-to-back calls to take
         about a millisecond, so that the clock's own cost does not show."""
-        case = kb.make_case(*TINY_SHAPE)
+        case = workloads.make_case(*TINY_SHAPE)
         s, t, y = case.student, case.teacher, case.labels
         loss = kdloss.DistillationLoss(T, ALPHA)
         calls: list[tuple[str, str, Timed]] = [
@@ -505,17 +505,17 @@ class Suite:
                 bound = impl.bind(case)
                 calls += [(mode, impl.key, bound[mode]) for mode in ("forward", "forward_backward")]
         group = Measured("tiny", threads, TINY_SHAPE)
-        tasks: list[kb.Task] = []
+        tasks: list[timing.Task] = []
         estimates: list[float] = []
         meter = self.start(label)
         for mode, key, fn in calls:
-            task = kb.Task(f"{key} {mode}", fn)
-            single, _ = kb.warm_up(task, self.settings.warmup_s)
+            task = timing.Task(f"{key} {mode}", fn)
+            single, _ = timing.warm_up(task, self.settings.warmup_s)
             task.inner = max(1, min(10_000, int(1e-3 / max(single, 1e-9))))
-            elapsed, _ = kb.warm_up(task, self.settings.warmup_s)
+            elapsed, _ = timing.warm_up(task, self.settings.warmup_s)
             tasks.append(task)
             estimates.append(elapsed)
-        kb.run_interleaved(tasks, estimates, self.settings, self.progress, label)
+        timing.run_interleaved(tasks, estimates, self.settings, self.progress, label)
         for (mode, key, _), task in zip(calls, tasks):
             group.times[(mode, key)] = task.times_s
             group.first[(mode, key)] = task.first_s
@@ -534,10 +534,10 @@ class Table:
     rows: list[list[str]]
 
     def text(self) -> str:
-        return f"{self.title}\n{self.note}\n{kb.render_table(self.header, self.rows)}"
+        return f"{self.title}\n{self.note}\n{report.render_table(self.header, self.rows)}"
 
     def markdown(self) -> str:
-        table = kb.render_table(self.header, self.rows, markdown=True)
+        table = report.render_table(self.header, self.rows, markdown=True)
         return f"#### {self.title}\n\n{self.note}\n\n{table}"
 
     def to_json(self) -> dict[str, Any]:
@@ -578,18 +578,20 @@ def _peers(impls: Sequence[Impl], keys: Sequence[str]) -> list[Impl]:
     return [impl for impl in impls if impl.key in keys]
 
 
-def _roofline_cells(limits: kb.Limits, group: Measured, op: Op, ours: float | None) -> list[str]:
+def _roofline_cells(
+    limits: machine.Limits, group: Measured, op: Op, ours: float | None
+) -> list[str]:
     bound = limits.bound_s(group.elements, op.bytes_per_element, op.exps_per_element, group.threads)
-    return [kb.fmt_ms(bound), "—" if ours is None else kb.fmt_bound(ours / bound)]
+    return [report.fmt_ms(bound), "—" if ours is None else report.fmt_bound(ours / bound)]
 
 
 def _ours_cells(group: Measured, ours: float | None) -> list[str]:
     if ours is None:
         return ["—", "—"]
-    return [kb.fmt_ms(ours), kb.fmt_ns(ours * 1e9 / group.elements)]
+    return [report.fmt_ms(ours), report.fmt_ns(ours * 1e9 / group.elements)]
 
 
-def loss_table(suite: Suite, limits: kb.Limits, threads: int, op: Op) -> Table:
+def loss_table(suite: Suite, limits: machine.Limits, threads: int, op: Op) -> Table:
     peers = _peers(suite.impls, ("reference", "numpy_f32", "python", "torch"))
     header = ["shape", "kdloss ms", "ns/element", "bound ms", "x bound", *[p.title for p in peers]]
     rows = []
@@ -599,9 +601,9 @@ def loss_table(suite: Suite, limits: kb.Limits, threads: int, op: Op) -> Table:
         row = [g.name, *_ours_cells(g, ours), *_roofline_cells(limits, g, op, ours)]
         for p in peers:
             skipped = g.skipped.get((op.key, p.key))
-            row.append("—" if skipped else kb.peer_cell(g.median(op.key, p.key), ours))
+            row.append("—" if skipped else report.peer_cell(g.median(op.key, p.key), ours))
         rows.append(row)
-    title = f"Distillation loss, {op.title} (`{op.key}`), {kb.plural(threads, 'thread')}"
+    title = f"Distillation loss, {op.title} (`{op.key}`), {console.plural(threads, 'thread')}"
     note = (
         "Median ms per call; in parentheses, how many times faster kdloss is. "
         f"bound: {op.bytes_per_element} B and {op.exps_per_element} exps per element; "
@@ -622,7 +624,7 @@ def first_call_table(suite: Suite, op: Op) -> Table:
         row = [g.name, str(g.threads), *_ours_cells(g, ours)]
         for p in peers:
             skipped = g.skipped.get((op.key, p.key))
-            row.append("—" if skipped else kb.peer_cell(g.first_median(op.key, p.key), ours))
+            row.append("—" if skipped else report.peer_cell(g.first_median(op.key, p.key), ours))
         rows.append(row)
     note = (
         "Median ms of the first call of each sample, which follows the other implementations' "
@@ -633,7 +635,7 @@ def first_call_table(suite: Suite, op: Op) -> Table:
     return Table(title, note + _busy_note(suite, groups), header, rows)
 
 
-def kernel_table(suite: Suite, limits: kb.Limits, threads: int) -> Table:
+def kernel_table(suite: Suite, limits: machine.Limits, threads: int) -> Table:
     peers = _peers(suite.impls, ("scipy", "numpy_f32", "torch"))
     header = [
         "kernel",
@@ -650,7 +652,7 @@ def kernel_table(suite: Suite, limits: kb.Limits, threads: int) -> Table:
         for g in groups:
             ours = g.median(op.key, "kdloss")
             row = [op.title, g.name, *_ours_cells(g, ours), *_roofline_cells(limits, g, op, ours)]
-            row += [kb.peer_cell(g.median(op.key, p.key), ours) for p in peers]
+            row += [report.peer_cell(g.median(op.key, p.key), ours) for p in peers]
             rows.append(row)
     note = (
         "Median ms per call; in parentheses, how many times faster kdloss is. softmax and "
@@ -658,7 +660,7 @@ def kernel_table(suite: Suite, limits: kb.Limits, threads: int) -> Table:
         "return the mean. bound: softmax and log_softmax 8 B and 1 exp per element, "
         "cross_entropy 4 B and 1 exp, kl_divergence 8 B and 2 exps."
     )
-    title = f"Standalone kernels, {kb.plural(threads, 'thread')}"
+    title = f"Standalone kernels, {console.plural(threads, 'thread')}"
     return Table(title, note + _busy_note(suite, groups), header, rows)
 
 
@@ -675,14 +677,14 @@ def scaling_table(suite: Suite, threads: Sequence[int]) -> Table:
         row = [g.name]
         for lib in libs:
             meds = [g.median(f"threads={n}", lib) for n in threads]
-            row += ["—" if m is None else kb.fmt_ms(m) for m in meds]
+            row += ["—" if m is None else report.fmt_ms(m) for m in meds]
             for m in meds[1:]:
                 base = meds[0]
                 row.append("—" if m is None or base is None else f"{base / m:.2f}x")
         rows.append(row)
     note = (
         "Forward + backward, median ms; each thread count's calls interleaved with the others'. "
-        f"Nt/{threads[0]}t: speed-up over {kb.plural(threads[0], 'thread')}."
+        f"Nt/{threads[0]}t: speed-up over {console.plural(threads[0], 'thread')}."
     )
     note += _busy_note(suite, groups)
     return Table("Thread scaling (forward + backward)", note, header, rows)
@@ -704,7 +706,7 @@ def tiny_table(suite: Suite) -> Table:
         rows.append([titles[key], "—" if med is None else f"{med * 1e6:.2f}"])
     note = (
         f"{TINY_SHAPE[0]}x{TINY_SHAPE[1]} float32, median µs per call "
-        f"({kb.plural(group.threads, 'thread')} configured; calls this small run on the "
+        f"({console.plural(group.threads, 'thread')} configured; calls this small run on the "
         "calling thread)."
     ) + _busy_note(suite, [group])
     return Table("Tiny calls", note, ["call", "µs"], rows)
@@ -721,7 +723,7 @@ class Target:
     ceiling: str = "—"
 
 
-def targets(suite: Suite, limits: kb.Limits, threads: Sequence[int]) -> list[Target]:
+def targets(suite: Suite, limits: machine.Limits, threads: Sequence[int]) -> list[Target]:
     """The performance targets, judged on this run's medians."""
     found: list[Target] = []
     fb = "forward_backward"
@@ -743,7 +745,7 @@ def targets(suite: Suite, limits: kb.Limits, threads: Sequence[int]) -> list[Tar
             ratio = theirs / ours
             found.append(
                 Target(
-                    f"fwd+bwd {g.name}, {kb.plural(g.threads, 'thread')}: vs {title}",
+                    f"fwd+bwd {g.name}, {console.plural(g.threads, 'thread')}: vs {title}",
                     f">= {want:g}x",
                     f"{ratio:.2f}x",
                     ratio >= want,
@@ -755,7 +757,7 @@ def targets(suite: Suite, limits: kb.Limits, threads: Sequence[int]) -> list[Tar
                 Target(
                     "fwd+bwd 256x32000, 2 threads: within 2x of the bound",
                     "<= 2.00x bound",
-                    f"{ours / bound:.2f}x ({kb.fmt_ms(ours)} / {kb.fmt_ms(bound)} ms)",
+                    f"{ours / bound:.2f}x ({report.fmt_ms(ours)} / {report.fmt_ms(bound)} ms)",
                     ours / bound <= 2.0,
                 )
             )
@@ -810,7 +812,7 @@ def targets_table(found: Sequence[Target]) -> Table:
 # Output
 
 
-def _load_line(suite: Suite, run: kb.LoadMeter) -> str:
+def _load_line(suite: Suite, run: machine.LoadMeter) -> str:
     """How busy the machine was with other work while the groups were timed, and how fast the
     CPU ran."""
     loads = sorted(g.load for g in suite.groups if g.load is not None)
@@ -902,7 +904,7 @@ def _groups_json(groups: Sequence[Measured]) -> list[dict[str, Any]]:
 
 
 def _thread_list(text: str) -> list[int]:
-    values = [kb.positive_int(p) for p in text.split(",") if p.strip()]
+    values = [cli.positive_int(p) for p in text.split(",") if p.strip()]
     if not values:
         raise argparse.ArgumentTypeError("no thread count given")
     return values
@@ -936,8 +938,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--shapes",
-        type=kb.parse_shapes,
-        default=list(kb.DEFAULT_SHAPES),
+        type=cli.parse_shapes,
+        default=list(workloads.DEFAULT_SHAPES),
         metavar="BxC[,BxC...]",
         help="shapes (rows x classes); default: 64x1000,256x32000,8x128256,4096x10",
     )
@@ -949,7 +951,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"which parts to run, of {','.join(SECTIONS)}; default: all",
     )
     parser.add_argument(
-        "--repeat", type=kb.positive_int, metavar="K", help="exactly K samples per task"
+        "--repeat", type=cli.positive_int, metavar="K", help="exactly K samples per task"
     )
     parser.add_argument("--quick", action="store_true", help="fewer samples: a smoke run")
     parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
@@ -971,9 +973,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _settings(quick: bool, repeat: int | None) -> kb.Settings:
+def _settings(quick: bool, repeat: int | None) -> timing.Settings:
     if quick:
-        return kb.Settings(
+        return timing.Settings(
             budget_s=0.06,
             min_reps=3,
             max_reps=20,
@@ -981,7 +983,7 @@ def _settings(quick: bool, repeat: int | None) -> kb.Settings:
             repeat=repeat,
             python_cutoff_s=0.2,
         )
-    return kb.Settings(
+    return timing.Settings(
         budget_s=0.4, min_reps=5, max_reps=200, warmup_s=0.5, repeat=repeat, python_cutoff_s=0.5
     )
 
@@ -990,62 +992,65 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     stream = sys.stdout if out is None else out
     try:
         return _main(parse_args(argv), stream, argv)
-    except kb.BenchError as exc:
+    except console.BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 
 
 def _main(args: argparse.Namespace, out: TextIO, argv: Sequence[str] | None) -> int:
     started = time.monotonic()
-    load = kb.LoadMeter()
+    load = machine.LoadMeter()
     threads: list[int] = args.threads
     shapes: list[tuple[int, int]] = args.shapes
     sections: list[str] = args.sections
     settings = _settings(bool(args.quick), args.repeat)
-    progress = kb.Progress(sys.stderr)
-    torch = None if args.no_torch else kb.import_torch()
+    progress = console.Progress(sys.stderr)
+    torch = None if args.no_torch else workloads.import_torch()
     special = _import("scipy.special")
 
     loss_ops = frozenset(op.key for op in LOSS_OPS)
     kernel_ops = frozenset(op.key for op in KERNEL_OPS)
     impls = [
         Impl("kdloss", "kdloss", bind_kdloss, loss_ops | kernel_ops),
-        Impl("reference", "NumPy f64 reference", lambda c: dict(kb.bind_reference(c)), loss_ops),
+        Impl(
+            "reference",
+            "NumPy f64 reference",
+            lambda c: dict(workloads.bind_reference(c)),
+            loss_ops,
+        ),
         Impl("numpy_f32", "NumPy f32", bind_numpy_f32, loss_ops | kernel_ops),
-        Impl("python", "pure Python", lambda c: dict(kb.bind_python(c)), loss_ops),
+        Impl("python", "pure Python", lambda c: dict(workloads.bind_python(c)), loss_ops),
     ]
     if special is not None:
         impls.append(Impl("scipy", "scipy.special", scipy_binder(special), kernel_ops))
     if torch is not None:
         impls.append(Impl("torch", "PyTorch", torch_binder(torch), loss_ops | kernel_ops))
 
-    machine = kb.machine_info(max(threads), torch)
-    machine["threads"] = threads
-    machine["scipy_version"] = getattr(_import("scipy"), "__version__", None)
-    machine["git_revision"] = _git_revision()
-    machine["extension"] = _extension_built()
+    info = machine.machine_info(max(threads), torch)
+    info["threads"] = threads
+    info["scipy_version"] = getattr(_import("scipy"), "__version__", None)
+    info["git_revision"] = _git_revision()
+    info["extension"] = _extension_built()
     command = " ".join(["python benches/suite.py", *(sys.argv[1:] if argv is None else argv)])
-    build = machine.get("kdloss_build", {})
+    build = info.get("kdloss_build", {})
     versions = [f"Python {platform.python_version()}", f"NumPy {np.__version__}"]
     versions.append(
-        "scipy not installed"
-        if machine["scipy_version"] is None
-        else f"scipy {machine['scipy_version']}"
+        "scipy not installed" if info["scipy_version"] is None else f"scipy {info['scipy_version']}"
     )
     versions.append(
         "PyTorch not installed"
         if torch is None
-        else f"PyTorch {machine['torch_version']} (same threads as kdloss)"
+        else f"PyTorch {info['torch_version']} (same threads as kdloss)"
     )
     header = [
-        f"kdloss {machine['kdloss_version']}"
-        + (f" (source {machine['git_revision']})" if machine["git_revision"] else "")
-        + (f" (extension built {machine['extension']})" if machine["extension"] else "")
+        f"kdloss {info['kdloss_version']}"
+        + (f" (source {info['git_revision']})" if info["git_revision"] else "")
+        + (f" (extension built {info['extension']})" if info["extension"] else "")
         + f" suite: float32, T={T:g}, alpha={ALPHA:g}; "
         f"threads {','.join(map(str, threads))}; SIMD {build.get('simd', '?')} "
         f"(available: {', '.join(build.get('simd_available', []))}); "
         f"{time.strftime('%Y-%m-%d %H:%M %Z')}",
-        f"machine: {machine['cpu_model']}, {machine['cpu_count']} CPUs, {machine['platform']}; "
+        f"machine: {info['cpu_model']}, {info['cpu_count']} CPUs, {info['platform']}; "
         + ", ".join(versions),
         f"command: {command}",
     ]
@@ -1053,15 +1058,15 @@ def _main(args: argparse.Namespace, out: TextIO, argv: Sequence[str] | None) -> 
         print(line, file=out)
     out.flush()
 
-    cases = [kb.make_case(b, c) for b, c in shapes]
+    cases = [workloads.make_case(b, c) for b, c in shapes]
     suite = Suite(settings, progress, torch, impls, 0.0, wait_s=max(0.0, args.wait_quiet))
     # kdloss against the float64 reference, before anything is timed.
-    worst_loss, worst_grad = kb.check_kdloss(cases, progress)
+    worst_loss, worst_grad = workloads.check_kdloss(cases, progress)
     for case in cases:
         suite.refs[(case.rows, case.classes)] = _reference_values(case)
     if "loss" in sections:
-        suite.python_rate = kb.calibrate_python(progress)
-    limits = kb.probe_limits(threads, progress, rounds=1 if args.quick else 3)
+        suite.python_rate = workloads.calibrate_python(progress)
+    limits = machine.probe_limits(threads, progress, rounds=1 if args.quick else 3)
     suite.speed_probes.extend(limits.exp_ns)
 
     n_groups = len(threads) * len(cases) * sum(s in sections for s in ("loss", "kernels"))
@@ -1073,7 +1078,7 @@ def _main(args: argparse.Namespace, out: TextIO, argv: Sequence[str] | None) -> 
                 if section not in sections:
                     continue
                 done += 1
-                label = f"[{done}/{n_groups}] {section} {case.name} {kb.plural(n, 'thread')}"
+                label = f"[{done}/{n_groups}] {section} {case.name} {console.plural(n, 'thread')}"
                 suite.measure(section, n, case, ops, label)
     if "scaling" in sections and len(threads) > 1:
         for k, case in enumerate(cases):
@@ -1081,7 +1086,7 @@ def _main(args: argparse.Namespace, out: TextIO, argv: Sequence[str] | None) -> 
     if "tiny" in sections:
         suite.set_threads(max(threads))
         suite.measure_tiny(max(threads), "[tiny] 8x10")
-    kb.probe_limits(threads, progress, rounds=1 if args.quick else 2, limits=limits)
+    machine.probe_limits(threads, progress, rounds=1 if args.quick else 2, limits=limits)
     progress.clear()
 
     tables: list[Table] = []
@@ -1102,12 +1107,12 @@ def _main(args: argparse.Namespace, out: TextIO, argv: Sequence[str] | None) -> 
 
     elapsed = time.monotonic() - started
     summary = [
-        f"check: kdloss matches kdloss.reference on {kb.plural(len(cases), 'shape')} (loss within "
-        f"{worst_loss:.1e} relative, gradient within {worst_grad:.1e} of max |grad|; kernels "
-        f"within {KDLOSS_RTOL:g})",
+        f"check: kdloss matches kdloss.reference on {console.plural(len(cases), 'shape')} "
+        f"(loss within {worst_loss:.1e} relative, gradient within {worst_grad:.1e} of max "
+        f"|grad|; kernels within {KDLOSS_RTOL:g})",
         "limits: "
         + "; ".join(
-            f"stream read {limits.bandwidth(n):.1f} GB/s on {kb.plural(n, 'thread')}"
+            f"stream read {limits.bandwidth(n):.1f} GB/s on {console.plural(n, 'thread')}"
             for n in threads
         )
         + f"; exp {limits.exp_cost():.3f} ns/element on one thread "
@@ -1127,13 +1132,13 @@ def _main(args: argparse.Namespace, out: TextIO, argv: Sequence[str] | None) -> 
 
     if args.json is not None:
         data = {
-            "machine": machine,
+            "machine": info,
             "command": command,
             "config": {
                 "temperature": T,
                 "alpha": ALPHA,
                 "dtype": "float32",
-                "seed": kb.SEED,
+                "seed": workloads.SEED,
                 "threads": threads,
                 "shapes": [list(s) for s in shapes],
                 "sections": sections,

@@ -1,5 +1,5 @@
-"""The benchmark harness's timing rules (``kdloss._bench``): what a sample calls and records,
-and the wait for the process's other threads to go idle. Nothing here times kdloss."""
+"""The benchmark harness's timing rules (``kdloss.bench.timing``): what a sample calls and
+records, and the wait for the process's other threads to go idle. Nothing here times kdloss."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import threading
 import time
 from pathlib import Path
 
-from kdloss import _bench as kb
+from kdloss.bench import console, timing
 
 
-def _counter() -> tuple[list[int], kb.Timed]:
+def _counter() -> tuple[list[int], timing.Timed]:
     calls = [0]
 
     def fn() -> int:
@@ -28,11 +28,11 @@ def _counter() -> tuple[list[int], kb.Timed]:
 def test_a_sample_is_one_first_call_then_inner_calls() -> None:
     calls, fn = _counter()
     setups = [0]
-    task = kb.Task("count", fn, setup=lambda: setups.__setitem__(0, setups[0] + 1), inner=3)
-    kb.time_task(task)
+    task = timing.Task("count", fn, setup=lambda: setups.__setitem__(0, setups[0] + 1), inner=3)
+    timing.time_task(task)
     assert calls[0] == 4
     assert setups[0] == 1
-    _, _, value = kb.time_task(task)
+    _, _, value = timing.time_task(task)
     assert value == 8
     assert setups[0] == 2
 
@@ -45,7 +45,7 @@ def test_the_first_call_is_timed_apart_from_the_others() -> None:
             slow_first[0] = False
             time.sleep(0.02)
 
-    first, per_call, _ = kb.time_task(kb.Task("slow first", fn))
+    first, per_call, _ = timing.time_task(timing.Task("slow first", fn))
     assert first >= 0.02
     assert per_call < 0.01
 
@@ -54,18 +54,18 @@ def test_interleaved_samples_record_both_times() -> None:
     tasks = []
     for name in ("a", "b", "c"):
         _, fn = _counter()
-        tasks.append(kb.Task(name, fn, inner=2))
-    settings = kb.Settings(
+        tasks.append(timing.Task(name, fn, inner=2))
+    settings = timing.Settings(
         budget_s=0.01, min_reps=1, max_reps=10, warmup_s=0.0, repeat=4, python_cutoff_s=1.0
     )
-    kb.run_interleaved(tasks, [1e-6] * 3, settings, kb.Progress(io.StringIO()), "test")
+    timing.run_interleaved(tasks, [1e-6] * 3, settings, console.Progress(io.StringIO()), "test")
     for task in tasks:
         assert len(task.times_s) == 4
         assert len(task.first_s) == 4
 
 
 def test_waiting_for_idle_returns_at_once_when_nothing_else_runs() -> None:
-    assert kb.wait_until_idle(window_s=0.002, limit_s=1.0) < 0.5
+    assert timing.wait_until_idle(window_s=0.002, limit_s=1.0) < 0.5
 
 
 def test_waiting_for_idle_outlasts_a_busy_thread() -> None:
@@ -87,7 +87,7 @@ def test_waiting_for_idle_outlasts_a_busy_thread() -> None:
     begun = time.monotonic()
     # Windows of 20 ms span several scheduler slices, so a loaded machine still shows the
     # thread busy in each.
-    waited = kb.wait_until_idle(window_s=0.02, limit_s=5.0)
+    waited = timing.wait_until_idle(window_s=0.02, limit_s=5.0)
     worker.join()
     assert busy_s[0] > 0.02
     assert waited >= 0.5 * busy_s[0]
@@ -125,3 +125,18 @@ def test_the_bench_command_writes_warm_and_first_call_times(tmp_path: Path) -> N
             assert len(entry["first_call_times_s"]) == 3
             assert entry["median_ms"] > 0
             assert entry["first_call_median_ms"] > 0
+
+
+def test_each_bench_module_imports_alone_without_the_optional_peers() -> None:
+    # A fresh interpreter per module: an import cycle fails for one of the orders, and a
+    # module that imported matplotlib, scipy or torch at the top would show in sys.modules.
+    for name in ("console", "timing", "machine", "workloads", "report", "plot", "cli"):
+        code = (
+            f"import sys, kdloss.bench.{name}; "
+            "print(sorted({'matplotlib', 'scipy', 'torch'} & set(sys.modules)))"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "[]", name

@@ -31,14 +31,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
     )
     # Imported here so that the usage prints even where the benchmark's imports would fail.
-    from kdloss import _bench
+    from kdloss.bench import cli
 
-    _bench.add_arguments(bench)
+    cli.add_arguments(bench)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
-    return _bench.run(args)
+    return cli.run(args)
 
 
 if __name__ == "__main__":
