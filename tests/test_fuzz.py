@@ -18,7 +18,7 @@ hypothesis draws the structure (function, dtype, shape, layout, specials, option
 Environment variables (setting either one runs fresh random cases, in chunks of 5000):
 
 - ``KDLOSS_FUZZ_EXAMPLES``: the number of cases over all the tests of this module. Unset, it is
-  10000, derandomized, so that CI runs the same cases every time (about 45 s on 2 cores). A long
+  10000, derandomized, so that CI runs the same cases every time (about 30 s on 2 cores). A long
   run: ``KDLOSS_FUZZ_EXAMPLES=200000 python -m pytest tests/test_fuzz.py``.
 - ``KDLOSS_FUZZ_SECONDS``: a time box in seconds for the whole module, shared between its tests
   by their weight. Alone, it runs until the time is up; with ``KDLOSS_FUZZ_EXAMPLES``, until
