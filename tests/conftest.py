@@ -1,7 +1,8 @@
 """Shared pytest configuration: hypothesis profiles and fixtures.
 
 The hypothesis profile is chosen by the environment variable ``KDLOSS_HYPOTHESIS_PROFILE``:
-``ci`` (the default) runs few, fast examples; ``dev`` runs many more.
+``ci`` (the default) runs few, fast examples; ``dev`` runs many more. ``test_fuzz.py`` sets
+its own counts (``KDLOSS_FUZZ_EXAMPLES``, ``KDLOSS_FUZZ_SECONDS``; see its docstring).
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from kdloss import reference
 
 IGNORE = -100
 
@@ -143,3 +144,38 @@ def check_grad(
     np.testing.assert_allclose(
         actual, expected, rtol=rtol, atol=factor * magnitude / max(divisor, 1)
     )
+
+
+def assert_matches_reference(
+    loss: object,
+    grad: object | None,
+    student: npt.NDArray[Any],
+    teacher: npt.NDArray[Any],
+    y: npt.ArrayLike | None,
+    *,
+    dtype: npt.DTypeLike | None = None,
+    temperature: float = 1.0,
+    alpha: float = 0.5,
+    reduction: str = "mean",
+    ignore_index: int = IGNORE,
+) -> None:
+    """Assert that kdloss's ``loss`` (and ``grad``, unless None) for these inputs and settings
+    match :mod:`kdloss.reference` within the tolerance of ``dtype`` (by default the dtype
+    kdloss computes the inputs in), scaled by the size of the terms."""
+    want_loss, want_grad = reference.distillation_loss_and_grad(
+        student,
+        teacher,
+        y,
+        temperature=temperature,
+        alpha=alpha,
+        reduction=reduction,
+        ignore_index=ignore_index,
+    )
+    if dtype is None:
+        dtype = computed_dtype(student.dtype, teacher.dtype)
+    rows = counted_rows(y, student.shape, ignore_index)
+    magnitude = loss_magnitude(student, teacher, temperature, alpha)
+    check_loss(loss, want_loss, reduction, dtype, magnitude, rows)
+    if grad is not None:
+        divisor = rows if reduction == "mean" else 1
+        check_grad(grad, want_grad, dtype, grad_magnitude(student, temperature, alpha), divisor)

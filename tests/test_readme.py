@@ -1,4 +1,4 @@
-"""The README's usage example runs as written, and the README shows the commands it promises."""
+"""The README's usage example runs as written, and CI runs the README's test command exactly."""
 
 from __future__ import annotations
 
@@ -34,15 +34,9 @@ def _shell_commands() -> list[str]:
     ]
 
 
-def test_readme_opens_with_the_benchmark_and_test_commands() -> None:
-    first, second = _shell_commands()[:2]
-    assert first.endswith("python -m kdloss bench")
-    assert first.startswith("python3 -m venv .venv && ")
-    assert second.startswith("python3 -m venv .venv && ")
-    assert second.endswith("python -m pytest")
-
-
 def test_ci_runs_the_readme_test_command_exactly() -> None:
-    test_command = _shell_commands()[1]
+    test_commands = [c for c in _shell_commands() if "-m pytest" in c]
+    assert test_commands, "README.md shows no command that runs the tests"
     ci = (README.parent / ".ci" / "run").read_text(encoding="utf-8")
-    assert f"bash -c '{test_command}'" in ci
+    for command in test_commands:
+        assert f"bash -c '{command}'" in ci, command
