@@ -195,8 +195,9 @@ fn fresh_output<'py, T: Float + Element, R>(
         .ok_or_else(|| no_memory(usize::MAX))?;
     match pooled::<T>(elements)? {
         Some(mut buf) => {
-            // SAFETY: sized for `elements` values; `fill` writes them all before the array
-            // exists, and on an error the buffer goes back unseen.
+            // SAFETY: sized for `elements` values of `T`, a `Float` (f32 or f64: a plain
+            // number type). `fill` writes them all before the array exists; on an error the
+            // buffer goes back unseen.
             let r = fill(unsafe { buf.as_mut_slice::<T>(elements) });
             match r {
                 Ok(r) => Ok((r, pooled_array(py, buf, shape)?)),
@@ -207,9 +208,11 @@ fn fresh_output<'py, T: Float + Element, R>(
             }
         }
         None => {
-            // SAFETY: `fill` writes every element before the array is handed to Python; on an
+            // Zeroed rather than uninitialised, so that `fill` gets a slice of valid values;
+            // NumPy takes zeroed memory from `calloc`, which costs no extra pass over fresh
+            // pages. `fill` writes every element before the array is handed to Python; on an
             // error it is dropped unseen.
-            let arr = unsafe { PyArrayDyn::<T>::new(py, shape, false) };
+            let arr = PyArrayDyn::<T>::zeros(py, shape, false);
             let r = {
                 let mut rw = arr.readwrite();
                 let o = rw

@@ -10,20 +10,30 @@
 //! read its line from memory. (Gradients this large are written with non-temporal stores,
 //! which do not read the lines; softmax outputs are not, but still save the page faults.)
 
-use std::alloc::{alloc, dealloc, Layout};
+use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::ptr::NonNull;
 use std::sync::{Mutex, MutexGuard};
 
 /// Alignment of every buffer: a cache line, the widest non-temporal store.
 const ALIGN: usize = 64;
+/// The alignment asked of the allocator. No more than `malloc` gives anyway, so that
+/// `alloc_zeroed` is `calloc`, which takes fresh pages from the system without writing them
+/// (they are zero already); for a larger alignment the allocator would `memset` the whole
+/// block. The block is over-allocated by `ALIGN - BASE_ALIGN` and used from its first multiple
+/// of `ALIGN`.
+const BASE_ALIGN: usize = 16;
 /// The smallest output worth keeping: the size from which gradients are streamed.
 pub const MIN_BYTES: usize = crate::kernels::driver::STREAM_MIN_BYTES;
 /// Buffers kept at most, and their total size at most.
 const CACHE_BUFFERS: usize = 4;
 const CACHE_BYTES: usize = 64 << 20;
 
-/// An uninitialized, 64-byte aligned heap block of `bytes` (> 0) bytes.
+/// A 64-byte aligned heap block of `bytes` (> 0) bytes, every one of them initialised: zero
+/// when new, then whatever numbers were last written to it.
 pub struct Buffer {
+    /// The start of the block as allocated, with `layout(bytes)`.
+    base: NonNull<u8>,
+    /// The first multiple of `ALIGN` in the block, `bytes` before its end or further.
     ptr: NonNull<u8>,
     bytes: usize,
 }
@@ -34,17 +44,24 @@ unsafe impl Send for Buffer {}
 unsafe impl Sync for Buffer {}
 
 impl Buffer {
+    /// The layout allocated for a buffer of `bytes`.
     fn layout(bytes: usize) -> Option<Layout> {
-        Layout::from_size_align(bytes, ALIGN).ok()
+        Layout::from_size_align(bytes.checked_add(ALIGN - BASE_ALIGN)?, BASE_ALIGN).ok()
     }
 
-    /// A new block, or `None` if the system has no memory for it.
+    /// A new zeroed block, or `None` if the system has no memory for it.
     fn new(bytes: usize) -> Option<Buffer> {
         debug_assert!(bytes > 0);
         let layout = Self::layout(bytes)?;
         // SAFETY: the layout has a non-zero size.
-        let ptr = unsafe { alloc(layout) };
-        NonNull::new(ptr).map(|ptr| Buffer { ptr, bytes })
+        let base = NonNull::new(unsafe { alloc_zeroed(layout) })?;
+        // `BASE_ALIGN` divides `ALIGN`, so the first multiple of `ALIGN` is at most
+        // `ALIGN - BASE_ALIGN` bytes in: `bytes` from there are inside the block.
+        let offset = base.as_ptr().align_offset(ALIGN);
+        debug_assert!(offset <= ALIGN - BASE_ALIGN);
+        // SAFETY: `offset` is within the block (above), so the pointer stays in it.
+        let ptr = unsafe { base.add(offset) };
+        Some(Buffer { base, ptr, bytes })
     }
 
     pub fn bytes(&self) -> usize {
@@ -55,15 +72,20 @@ impl Buffer {
         self.ptr.as_ptr().cast()
     }
 
-    /// The block as `len` elements of `T`, to be written before anything reads them.
+    /// The block as `len` elements of `T`: zeros when new, else the values last written.
     ///
     /// # Safety
-    /// `len * size_of::<T>()` must equal `bytes()`, and the contents are whatever the block
-    /// last held (uninitialized when new): `T` must be a plain number type, and the caller must
-    /// write every element before exposing them.
+    /// `len * size_of::<T>()` must equal `bytes()`, and `T` must be a plain number type such
+    /// as `f32` or `f64`: alignment at most 64, no padding, and every bit pattern a valid
+    /// value (so whatever bytes the block holds are a valid `[T]`, and writing `T`s leaves
+    /// every byte initialised for the next user).
     pub unsafe fn as_mut_slice<T>(&mut self, len: usize) -> &mut [T] {
         debug_assert_eq!(len * std::mem::size_of::<T>(), self.bytes);
-        // SAFETY: the block is `bytes` long, aligned for any number type, and owned by `self`.
+        debug_assert!(std::mem::align_of::<T>() <= ALIGN);
+        // SAFETY: `ptr` starts `bytes` initialised bytes (zeroed by `alloc_zeroed`, then only
+        // ever written through slices of number types, which have no padding), aligned to
+        // `ALIGN`, inside a block owned by `self` and borrowed mutably for the slice's
+        // lifetime; the caller guarantees that they are `len` valid values of `T`.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().cast(), len) }
     }
 }
@@ -72,8 +94,8 @@ impl Drop for Buffer {
     fn drop(&mut self) {
         // A block exists only if its layout did.
         if let Some(layout) = Self::layout(self.bytes) {
-            // SAFETY: allocated by `alloc` with this very layout.
-            unsafe { dealloc(self.ptr.as_ptr(), layout) };
+            // SAFETY: `base` was allocated by `alloc_zeroed` with this very layout.
+            unsafe { dealloc(self.base.as_ptr(), layout) };
         }
     }
 }
@@ -142,16 +164,21 @@ mod tests {
         clear();
         let mut a = take(4096).unwrap();
         assert!((a.as_ptr::<u8>() as usize).is_multiple_of(ALIGN));
-        // SAFETY: 1024 f32 are 4096 bytes; written before being read.
+        // SAFETY: 1024 f32 are 4096 bytes, and f32 is a plain number type.
         let s = unsafe { a.as_mut_slice::<f32>(1024) };
+        assert!(s.iter().all(|&v| v == 0.0), "a new buffer is zeroed");
         s.fill(1.5);
         let addr = a.as_ptr::<u8>();
         give_back(a);
         assert_eq!(cached_bytes(), 4096);
         let b = take(8192).unwrap();
         assert_ne!(b.as_ptr::<u8>(), addr);
-        let c = take(4096).unwrap();
+        let mut c = take(4096).unwrap();
         assert_eq!(c.as_ptr::<u8>(), addr);
+        // SAFETY: as above, in the same buffer, handed out again with what was written.
+        assert!(unsafe { c.as_mut_slice::<f64>(512) }
+            .iter()
+            .all(|&v| v == f64::from_bits(0x3fc0_0000_3fc0_0000)));
         assert_eq!(cached_bytes(), 0);
         give_back(b);
         give_back(c);

@@ -7,9 +7,21 @@
 use std::fmt::Debug;
 use std::ops::{Add, Mul, Neg, Sub};
 
+/// Keeps `Level` implemented only inside the crate.
+pub(crate) mod sealed {
+    /// The supertrait of `Level`: public, so that `Level` may name it, but in a crate-private
+    /// module, so that no code outside the crate can implement it.
+    pub trait Sealed {}
+}
+
 /// An instruction-set level. `FMA` decides whether `madd` fuses; without hardware FMA a fused
 /// multiply-add would be a slow software call, so the portable level keeps them separate.
-pub trait Level: Copy + Send + Sync + 'static {
+///
+/// Sealed, and its implementations (in `simd.rs`) are crate-private: code outside the crate
+/// gets a level only as the `L` of `Kernel::run` called by `simd::dispatch` or `dispatch_at`,
+/// which pick one this CPU has. That is what lets `stream_copy` issue the instructions a
+/// level's `STREAM_BYTES` stands for without checking for them.
+pub trait Level: sealed::Sealed + Copy + Send + Sync + 'static {
     const FMA: bool;
     /// The widest non-temporal store, in bytes (0: none, plain stores).
     const STREAM_BYTES: usize;
@@ -87,8 +99,13 @@ pub fn store_fence() {
 /// the alignment of `dst` allows; with plain stores where it allows none. Non-temporal stores
 /// write whole lines to memory without first reading them, which is a third of the traffic
 /// of a large output; callers finish with `store_fence`.
+///
+/// Safe although it issues `L`'s instructions unchecked: a level with `STREAM_BYTES` of 32 or
+/// 64 is `Avx2Level` or `Avx512Level` (`Level` is sealed), and those are crate-private types
+/// that only `simd::dispatch_at` instantiates, inside the `#[target_feature]` entry it calls
+/// after detecting the feature on this CPU. Code outside the crate cannot name them.
 #[inline(always)]
-pub fn stream_copy<L: Level, T: Copy>(dst: &mut [T], src: &[T]) {
+pub(crate) fn stream_copy<L: Level, T: Copy>(dst: &mut [T], src: &[T]) {
     debug_assert_eq!(dst.len(), src.len());
     #[cfg(target_arch = "x86_64")]
     {
@@ -102,13 +119,17 @@ pub fn stream_copy<L: Level, T: Copy>(dst: &mut [T], src: &[T]) {
         let fits = |w: usize| {
             L::STREAM_BYTES >= w && (d as usize).is_multiple_of(w) && bytes.is_multiple_of(w)
         };
-        // SAFETY (each width): every access is within the `bytes` both slices hold, stores are
-        // aligned to their width (checked by `fits`), and `L` has the instructions (AVX-512
-        // for 64 bytes, AVX for 32; SSE2, baseline on x86-64, for 16).
         macro_rules! stream {
             ($w:literal, $v:ty, $load:ident, $store:ident) => {
                 if fits($w) {
                     for o in (0..bytes).step_by($w) {
+                        // SAFETY: `o + $w <= bytes` (`bytes` is a multiple of `$w`), so both
+                        // accesses are within the `bytes` both slices hold; the load is
+                        // unaligned, the store aligned to `$w` (`d` and `o` are multiples of it,
+                        // checked by `fits`); and the CPU has the instructions: `fits` needs
+                        // `L::STREAM_BYTES >= $w`, which only levels dispatched after detecting
+                        // them have (AVX-512F for 64 bytes, AVX for 32; SSE2, baseline on
+                        // x86-64, for 16); see the function's doc.
                         unsafe { $store(d.add(o).cast::<$v>(), $load(s.add(o).cast::<$v>())) };
                     }
                     return;
@@ -322,12 +343,14 @@ mod tests {
 
     #[derive(Clone, Copy)]
     struct Plain;
+    impl sealed::Sealed for Plain {}
     impl Level for Plain {
         const FMA: bool = false;
         const STREAM_BYTES: usize = 16;
     }
     #[derive(Clone, Copy)]
     struct Fused;
+    impl sealed::Sealed for Fused {}
     impl Level for Fused {
         const FMA: bool = true;
         const STREAM_BYTES: usize = 16;

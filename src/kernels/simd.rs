@@ -7,7 +7,7 @@
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use super::float::Level;
+use super::float::{sealed::Sealed, Level};
 use crate::error::KdError;
 
 /// An instruction-set level the kernels are compiled for.
@@ -59,18 +59,23 @@ impl Simd {
         }
     }
 
-    /// The levels this CPU can run, worst first.
+    /// The levels this CPU can run, worst first. A level is listed only if the CPU has every
+    /// feature its `#[target_feature]` entry below enables: `dispatch_at` relies on it.
     pub fn available() -> Vec<Simd> {
         let mut v = vec![Simd::Scalar];
         #[cfg(target_arch = "x86_64")]
         {
-            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            use std::is_x86_feature_detected as has;
+            if has!("avx2")
+                && has!("fma")
+                && has!("bmi1")
+                && has!("bmi2")
+                && has!("lzcnt")
+                && has!("popcnt")
+                && has!("f16c")
+            {
                 v.push(Simd::Avx2);
-                if std::is_x86_feature_detected!("avx512f")
-                    && std::is_x86_feature_detected!("avx512vl")
-                    && std::is_x86_feature_detected!("avx512bw")
-                    && std::is_x86_feature_detected!("avx512dq")
-                {
+                if has!("avx512f") && has!("avx512vl") && has!("avx512bw") && has!("avx512dq") {
                     v.push(Simd::Avx512);
                 }
             }
@@ -135,29 +140,46 @@ pub fn check_available(level: Simd) -> Result<(), KdError> {
     }
 }
 
+// The levels. Crate-private, like `Level`'s supertrait: outside the crate a level exists only
+// as the `L` that `dispatch_at` passes to `Kernel::run`, and inside it only `dispatch_at` (and
+// tests, at levels that need nothing beyond the baseline) instantiates a kernel at `Avx2Level`
+// or `Avx512Level`, in the `#[target_feature]` entry it calls once this CPU is known to have
+// the level. `float::stream_copy` relies on that.
+
+/// The portable level: baseline instructions only (SSE2 on x86-64).
 #[derive(Clone, Copy, Debug)]
-pub struct ScalarLevel;
+pub(crate) struct ScalarLevel;
+impl Sealed for ScalarLevel {}
 impl Level for ScalarLevel {
     const FMA: bool = false;
     const STREAM_BYTES: usize = 16;
 }
 
+/// AVX2 and FMA; only ever the `L` of a kernel run by `run_avx2`.
 #[derive(Clone, Copy, Debug)]
-pub struct Avx2Level;
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) struct Avx2Level;
+impl Sealed for Avx2Level {}
 impl Level for Avx2Level {
     const FMA: bool = true;
     const STREAM_BYTES: usize = 32;
 }
 
+/// AVX-512 (F, VL, BW, DQ); only ever the `L` of a kernel run by `run_avx512`.
 #[derive(Clone, Copy, Debug)]
-pub struct Avx512Level;
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) struct Avx512Level;
+impl Sealed for Avx512Level {}
 impl Level for Avx512Level {
     const FMA: bool = true;
     const STREAM_BYTES: usize = 64;
 }
 
+/// NEON, part of the aarch64 baseline.
 #[derive(Clone, Copy, Debug)]
-pub struct NeonLevel;
+#[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
+pub(crate) struct NeonLevel;
+impl Sealed for NeonLevel {}
 impl Level for NeonLevel {
     const FMA: bool = true;
     const STREAM_BYTES: usize = 0;
@@ -202,13 +224,14 @@ pub fn dispatch<K: Kernel>(k: K) -> K::Output {
 pub fn dispatch_at<K: Kernel>(level: Simd, k: K) -> K::Output {
     match level {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `active()` only returns levels `Simd::available()` detected on this CPU.
+        // SAFETY: the guard has just found every feature `run_avx512` enables on this CPU
+        // (`Simd::available()` detects them all before listing the level).
         Simd::Avx512 if is_available(Simd::Avx512) => unsafe { run_avx512(k) },
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above.
+        // SAFETY: as above, for the features `run_avx2` enables.
         Simd::Avx2 if is_available(Simd::Avx2) => unsafe { run_avx2(k) },
         #[cfg(target_arch = "aarch64")]
-        // SAFETY: NEON is part of the aarch64 baseline.
+        // SAFETY: NEON is part of the aarch64 baseline (and the guard has checked it).
         Simd::Neon if is_available(Simd::Neon) => unsafe { run_neon(k) },
         _ => k.run::<ScalarLevel>(),
     }

@@ -146,7 +146,7 @@ pub(super) fn run_with_helpers(
     work();
     drop(closer);
     if gate.lock().panicked {
-        return Err(KdError::value("internal error: a worker thread failed"));
+        return Err(KdError::internal("a worker thread panicked"));
     }
     Ok(())
 }
