@@ -63,11 +63,14 @@ def _real(value: object, name: str) -> float:
     # A float or an int (not a bool, whose type is not int itself) skips the slower ABC check.
     if type(value) is float:
         return value
-    if type(value) is int:
-        return float(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(
+            f"{name} must be finite, got {type(value).__name__} too large for a float"
+        ) from None
 
 
 def _reduction(value: object) -> str:

@@ -38,15 +38,22 @@ _INT64_MAX = int(np.iinfo(np.int64).max)
 # ---------------------------------------------------------------------------------------------
 
 
+def _as_float(value: float, name: str) -> float:
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(f"{name} must be finite, got an int too large for a float") from None
+
+
 def _check_temperature(temperature: float) -> float:
-    value = float(temperature)
+    value = _as_float(temperature, "temperature")
     if not math.isfinite(value) or value <= 0.0:
         raise ValueError(f"temperature must be finite and > 0, got {temperature!r}")
     return value
 
 
 def _check_alpha(alpha: float) -> float:
-    value = float(alpha)
+    value = _as_float(alpha, "alpha")
     if not 0.0 <= value <= 1.0:  # also rejects NaN
         raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
     return value
