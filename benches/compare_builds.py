@@ -22,33 +22,20 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
+from build_cases import OPS, SETUP
+
 SHAPES = ((64, 1000), (256, 32000), (8, 128256), (4096, 10))
-OPS = ("loss+grad", "loss", "kl", "ce", "softmax", "log_softmax")
 
 # Runs inside each build's interpreter: times every case, prints {case: median seconds}.
-WORKER = r"""
+WORKER = (
+    SETUP
+    + r"""
 import json, sys, time
-import numpy as np
-import kdloss
 
 shapes, ops, samples = json.loads(sys.argv[1])
-kdloss.set_num_threads(1)
-rng = np.random.default_rng(0)
 result = {}
 for rows, classes in shapes:
-    t = (rng.standard_normal((rows, classes)) * 3).astype(np.float32)
-    s = (t + rng.standard_normal((rows, classes))).astype(np.float32)
-    y = rng.integers(0, classes, rows)
-    loss = kdloss.DistillationLoss(2.0, 0.5)
-    out = np.empty_like(s)
-    calls = {
-        "loss+grad": lambda: loss.forward_backward(s, t, y, out=out),
-        "loss": lambda: loss(s, t, y),
-        "kl": lambda: kdloss.kl_divergence(s, t, temperature=2.0),
-        "ce": lambda: kdloss.cross_entropy(s, y),
-        "softmax": lambda: kdloss.softmax(s, temperature=2.0),
-        "log_softmax": lambda: kdloss.log_softmax(s, temperature=2.0),
-    }
+    calls = cases(rows, classes)
     for op in ops:
         f = calls[op]
         f()
@@ -67,13 +54,12 @@ for rows, classes in shapes:
         result[f"{op} {rows}x{classes}"] = times[len(times) // 2]
 print(json.dumps(result))
 """
+)
 
 
 def run_build(python: str, samples: int) -> dict[str, float]:
     spec = json.dumps([SHAPES, OPS, samples])
-    done = subprocess.run(
-        [python, "-c", WORKER, spec], check=True, capture_output=True, text=True
-    )
+    done = subprocess.run([python, "-c", WORKER, spec], check=True, capture_output=True, text=True)
     timings: dict[str, float] = json.loads(done.stdout)
     return timings
 

@@ -23,34 +23,22 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from build_cases import OPS, SETUP
+
 SHAPES = ((64, 1000), (4096, 10), (4, 128256))
-OPS = ("loss+grad", "loss", "kl", "ce", "softmax", "log_softmax")
 CALLS = 4
 
-WORKER = r"""
+WORKER = (
+    SETUP
+    + r"""
 import sys
-import numpy as np
-import kdloss
 
 op, rows, classes, calls = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-kdloss.set_num_threads(1)
-rng = np.random.default_rng(0)
-t = (rng.standard_normal((rows, classes)) * 3).astype(np.float32)
-s = (t + rng.standard_normal((rows, classes))).astype(np.float32)
-y = rng.integers(0, classes, rows)
-loss = kdloss.DistillationLoss(2.0, 0.5)
-out = np.empty_like(s)
-f = {
-    "loss+grad": lambda: loss.forward_backward(s, t, y, out=out),
-    "loss": lambda: loss(s, t, y),
-    "kl": lambda: kdloss.kl_divergence(s, t, temperature=2.0),
-    "ce": lambda: kdloss.cross_entropy(s, y),
-    "softmax": lambda: kdloss.softmax(s, temperature=2.0),
-    "log_softmax": lambda: kdloss.log_softmax(s, temperature=2.0),
-}[op]
+f = cases(rows, classes)[op]
 for _ in range(calls):
     f()
 """
+)
 
 
 def count(python: str, op: str, shape: tuple[int, int], simd: str) -> float:
