@@ -2,10 +2,10 @@
 //! one gradient pass. A long row is summed a tile at a time against the running maxima, so it
 //! is read from memory once; the gradient pass works from the values the first pass kept.
 
-use super::chunk::LANES;
+use super::chunk::{Chunk, LANES};
 use super::float::{store_fence, Float, Level};
 use super::objective::{Objective, Sums, KEPT, SUMS};
-use super::row::{fold2_keep, map3, max2};
+use super::row::{fold2_keep, map3, map_in_place, max2};
 use super::simd::Kernel;
 
 /// Elements per tile of a long row. The statistics pass takes such a row a tile at a time
@@ -75,14 +75,45 @@ impl<T: Float> Shift<T> {
     }
 }
 
-/// The parts of `row_stats`'s scratch for a row of `n`: the tile shifts, and the kept values of
-/// elements `lo..hi`.
+/// Where `row_stats` keeps a row's values for the gradient pass: one row length per value the
+/// objective keeps (`&mut []` for the others), and the two shifts of each tile.
+pub struct Keep<'a, T> {
+    pub vals: [&'a mut [T]; KEPT],
+    pub shifts: &'a mut [T],
+}
+
+impl<'a, T> Keep<'a, T> {
+    /// `keep_len` of scratch, as the kept values of a row of `n` and the tile shifts.
+    #[inline(always)]
+    pub fn in_scratch(buf: &'a mut [T], n: usize) -> Self {
+        let (k0, rest) = buf.split_at_mut(n);
+        let (k1, rest) = rest.split_at_mut(n);
+        let (k2, shifts) = rest.split_at_mut(n);
+        Keep {
+            vals: [k0, k1, k2],
+            shifts,
+        }
+    }
+
+    /// The kept values of elements `lo..hi` (empty for values not kept).
+    #[inline(always)]
+    fn tile(&mut self, kept: [bool; KEPT], lo: usize, hi: usize) -> [&mut [T]; KEPT] {
+        let [a, b, c] = &mut self.vals;
+        [
+            part(a, kept[0], lo, hi),
+            part(b, kept[1], lo, hi),
+            part(c, kept[2], lo, hi),
+        ]
+    }
+}
+
 #[inline(always)]
-fn split_keep<T>(buf: &mut [T], n: usize, lo: usize, hi: usize) -> (&mut [T], [&mut [T]; KEPT]) {
-    let (k0, rest) = buf.split_at_mut(n);
-    let (k1, rest) = rest.split_at_mut(n);
-    let (k2, shifts) = rest.split_at_mut(n);
-    (shifts, [&mut k0[lo..hi], &mut k1[lo..hi], &mut k2[lo..hi]])
+fn part<T>(v: &mut [T], on: bool, lo: usize, hi: usize) -> &mut [T] {
+    if on {
+        &mut v[lo..hi]
+    } else {
+        &mut []
+    }
 }
 
 /// One tile's sums against the shifts `(sh_s, sh_t)`, storing its kept values in `keep` when
@@ -138,25 +169,24 @@ fn maxima<T: Float, O: Objective<T>>(s: &[T], t: &[T]) -> (T, T) {
 
 /// The statistics pass. A row of one tile (`tile_len`): both maxima, then the sums in one
 /// sweep. A longer row, a tile at a time: the tile's maxima raise the row's shifts (rescaling
-/// the sums so far), then one sweep adds the tile's sums. With `keep` (`keep_len` of scratch),
-/// the kept values are also stored there for `row_grad`, with each tile's shifts after them.
+/// the sums so far), then one sweep adds the tile's sums. With `keep`, the kept values and
+/// each tile's shifts are also stored there for `row_grad`.
 #[inline(always)]
 pub fn row_stats<T: Float, L: Level, O: Objective<T>>(
     obj: &O,
     s: &[T],
     t: &[T],
-    mut keep: Option<&mut [T]>,
+    mut keep: Option<Keep<'_, T>>,
     next: Option<(&[T], &[T])>,
 ) -> RowStats<T> {
     let n = s.len();
     let tile_n = tile_len::<T>(n);
     if tile_n >= n {
         let (max_s, max_t) = maxima::<T, O>(s, t);
-        let kept = keep.map(|buf| {
-            let (shifts, kept) = split_keep(buf, n, 0, n);
-            shifts[0] = max_s;
-            shifts[1] = max_t;
-            kept
+        let kept = keep.as_mut().map(|k| {
+            k.shifts[0] = max_s;
+            k.shifts[1] = max_t;
+            k.tile(O::KEEP, 0, n)
         });
         let sums = tile_sums::<T, L, O>(obj, s, t, (max_s, max_t), kept, next);
         return RowStats { max_s, max_t, sums };
@@ -179,11 +209,10 @@ pub fn row_stats<T: Float, L: Level, O: Objective<T>>(
         } else {
             next
         };
-        let kept = keep.as_deref_mut().map(|buf| {
-            let (shifts, kept) = split_keep(buf, n, lo, hi);
-            shifts[2 * tile] = sh_s;
-            shifts[2 * tile + 1] = sh_t;
-            kept
+        let kept = keep.as_mut().map(|k| {
+            k.shifts[2 * tile] = sh_s;
+            k.shifts[2 * tile + 1] = sh_t;
+            k.tile(O::KEEP, lo, hi)
         });
         let part = tile_sums::<T, L, O>(obj, cs, ct, (sh_s, sh_t), kept, ahead);
         for (a, b) in sums.iter_mut().zip(part) {
@@ -197,25 +226,16 @@ pub fn row_stats<T: Float, L: Level, O: Objective<T>>(
     }
 }
 
-/// The gradient pass: writes the whole row of `grad` (the label's term included when `label`
-/// is given) from the values `row_stats` kept, a tile at a time: each tile's values were taken
-/// against its own shifts, which its coefficients make up for.
+/// Calls `f(lo, hi, coefficients)` for each tile `lo..hi` of a row of `n`: each tile's values
+/// were taken against its own shifts, which its coefficients make up for.
 #[inline(always)]
-pub fn row_grad<T: Float, L: Level, O: Objective<T>>(
+fn for_each_tile<T: Float, L: Level, O: Objective<T>>(
     obj: &O,
-    kept: &[T],
     st: &RowStats<T>,
-    label: Option<usize>,
-    grad: &mut [T],
-    stream: bool,
+    shifts: &[T],
+    n: usize,
+    mut f: impl FnMut(usize, usize, &[Chunk<T>; KEPT]),
 ) {
-    let n = grad.len();
-    let (k0, rest) = kept.split_at(n);
-    let (k1, rest) = rest.split_at(n);
-    let (k2, shifts) = rest.split_at(n);
-    // Values an objective does not keep are not read: the first row stands in for them.
-    let k1 = if O::KEEP[1] { k1 } else { k0 };
-    let k2 = if O::KEEP[2] { k2 } else { k0 };
     let (max_s, max_t) = (st.max_s.to_f64(), st.max_t.to_f64());
     let tile_n = tile_len::<T>(n);
     for (tile, lo) in (0..n).step_by(tile_n).enumerate() {
@@ -228,22 +248,92 @@ pub fn row_grad<T: Float, L: Level, O: Objective<T>>(
         for (c, v) in c.iter_mut().zip(obj.coeffs::<L>(&st.sums, down_s, down_t)) {
             *c = [T::from_f64(v); LANES];
         }
-        map3::<T, L>(
-            &k0[lo..hi],
-            &k1[lo..hi],
-            &k2[lo..hi],
-            &mut grad[lo..hi],
-            stream,
-            #[inline(always)]
-            |a, b, d| obj.grad_step::<L>(&c, [a, b, d]),
-        );
+        f(lo, hi, &c);
     }
-    if stream {
-        store_fence();
-    }
+}
+
+/// The label's term of the gradient, once the rest of the row is written.
+#[inline(always)]
+fn label_term<T: Float, O: Objective<T>>(obj: &O, label: Option<usize>, grad: &mut [T]) {
     if let (Some(y), Some(w)) = (label, obj.label_weight()) {
         grad[y] = grad[y] - T::from_f64(w);
     }
+}
+
+/// The gradient pass: writes the whole row of `grad` (the label's term included when `label`
+/// is given) from the values `row_stats` kept (`vals[m]` for `O::KEEP[m]`) and the tiles'
+/// shifts.
+#[inline(always)]
+pub fn row_grad<T: Float, L: Level, O: Objective<T>>(
+    obj: &O,
+    vals: [&[T]; KEPT],
+    shifts: &[T],
+    st: &RowStats<T>,
+    label: Option<usize>,
+    grad: &mut [T],
+    stream: bool,
+) {
+    let n = grad.len();
+    // Values an objective does not keep are not read: the first row stands in for them.
+    let [k0, k1, k2] = vals;
+    let k1 = if O::KEEP[1] { k1 } else { k0 };
+    let k2 = if O::KEEP[2] { k2 } else { k0 };
+    for_each_tile::<T, L, O>(
+        obj,
+        st,
+        shifts,
+        n,
+        #[inline(always)]
+        |lo, hi, c| {
+            map3::<T, L>(
+                &k0[lo..hi],
+                &k1[lo..hi],
+                &k2[lo..hi],
+                &mut grad[lo..hi],
+                stream,
+                #[inline(always)]
+                |a, b, d| obj.grad_step::<L>(c, [a, b, d]),
+            )
+        },
+    );
+    if stream {
+        store_fence();
+    }
+    label_term(obj, label, grad);
+}
+
+/// `row_grad` for an objective that keeps one value, which `row_stats` stored in `grad` itself:
+/// the gradient is written over it, with no second buffer to read.
+#[inline(always)]
+pub fn row_grad_in_place<T: Float, L: Level, O: Objective<T>>(
+    obj: &O,
+    shifts: &[T],
+    st: &RowStats<T>,
+    label: Option<usize>,
+    grad: &mut [T],
+) {
+    let n = grad.len();
+    for_each_tile::<T, L, O>(
+        obj,
+        st,
+        shifts,
+        n,
+        #[inline(always)]
+        |lo, hi, c| {
+            map_in_place::<T>(
+                &mut grad[lo..hi],
+                #[inline(always)]
+                |v| obj.grad_step::<L>(c, [v, v, v]),
+            )
+        },
+    );
+    label_term(obj, label, grad);
+}
+
+/// Whether an objective keeps exactly one value (which can then live in the output itself).
+#[inline(always)]
+const fn keeps_one(keep: [bool; KEPT]) -> bool {
+    (keep[0] as u8 + keep[1] as u8 + keep[2] as u8) == 1
 }
 
 /// One row through an objective: its loss, and its gradient written into `grad` when given.
@@ -267,28 +357,55 @@ impl<T: Float, O: Objective<T>> Kernel for LongRow<'_, T, O> {
     #[inline(always)]
     fn run<L: Level>(self) -> f64 {
         let n = self.s.len();
-        let kept_len = keep_len::<T>(n);
-        let keep = match self.grad {
-            Some(_) => {
-                if self.keep.len() < kept_len {
-                    self.keep.resize(kept_len, T::ZERO);
-                }
-                Some(&mut self.keep[..kept_len])
-            }
-            None => None,
-        };
         let obj = &self.obj;
-        let st = row_stats::<T, L, O>(obj, self.s, self.t, keep, self.next);
         // Rows reach here only with a checked label; NaN would flag a broken invariant.
-        let z_y = self
-            .label
-            .and_then(|y| self.s.get(y))
-            .map_or(f64::NAN, |v| v.to_f64() - st.max_s.to_f64());
-        let loss = obj.loss::<L>(&st.sums, z_y);
-        if let Some(g) = self.grad {
-            let kept = &self.keep[..kept_len];
-            row_grad::<T, L, O>(obj, kept, &st, self.label, g, self.stream);
+        let z_y = |st: &RowStats<T>| {
+            self.label
+                .and_then(|y| self.s.get(y))
+                .map_or(f64::NAN, |v| v.to_f64() - st.max_s.to_f64())
+        };
+        let Some(grad) = self.grad else {
+            let st = row_stats::<T, L, O>(obj, self.s, self.t, None, self.next);
+            return obj.loss::<L>(&st.sums, z_y(&st));
+        };
+        if keeps_one(O::KEEP) && !self.stream {
+            // The one kept value goes into the gradient's row, and the gradient over it.
+            let tiles = 2 * n.div_ceil(tile_len::<T>(n)).max(1);
+            if self.keep.len() < tiles {
+                self.keep.resize(tiles, T::ZERO);
+            }
+            let shifts = &mut self.keep[..tiles];
+            let mut vals: [&mut [T]; KEPT] = [&mut [], &mut [], &mut []];
+            for (m, v) in vals.iter_mut().enumerate() {
+                if O::KEEP[m] {
+                    *v = &mut *grad;
+                    break;
+                }
+            }
+            let keep = Keep { vals, shifts };
+            let st = row_stats::<T, L, O>(obj, self.s, self.t, Some(keep), self.next);
+            row_grad_in_place::<T, L, O>(obj, &self.keep[..tiles], &st, self.label, grad);
+            return obj.loss::<L>(&st.sums, z_y(&st));
         }
-        loss
+        let kept_len = keep_len::<T>(n);
+        if self.keep.len() < kept_len {
+            self.keep.resize(kept_len, T::ZERO);
+        }
+        let keep = Keep::in_scratch(&mut self.keep[..kept_len], n);
+        let st = row_stats::<T, L, O>(obj, self.s, self.t, Some(keep), self.next);
+        let kept = &self.keep[..kept_len];
+        let (k0, rest) = kept.split_at(n);
+        let (k1, rest) = rest.split_at(n);
+        let (k2, shifts) = rest.split_at(n);
+        row_grad::<T, L, O>(
+            obj,
+            [k0, k1, k2],
+            shifts,
+            &st,
+            self.label,
+            grad,
+            self.stream,
+        );
+        obj.loss::<L>(&st.sums, z_y(&st))
     }
 }

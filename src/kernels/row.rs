@@ -364,6 +364,25 @@ pub fn map3<T: Float, L: Level>(
     }
 }
 
+/// Rewrites `x` by `step`, chunk by chunk, in place. As in `fold2_keep`, `step` must work lane
+/// by lane; the tail's overlapped lanes, already rewritten, are read but not stored again.
+#[inline(always)]
+pub fn map_in_place<T: Float>(x: &mut [T], step: impl Fn(&Chunk<T>) -> Chunk<T>) {
+    let n = x.len();
+    let full = n - n % LANES;
+    let mut i = 0;
+    while i < full {
+        let r = step(chunk(x, i));
+        x[i..i + LANES].copy_from_slice(&r);
+        i += LANES;
+    }
+    if full < n {
+        let tail = Tail::of(n, full);
+        let r = step(&tail.chunk(x, full));
+        tail.store_new(x, full, &r);
+    }
+}
+
 /// Writes `step(chunk of a, chunk of b)` over `out` (all three of equal length).
 #[inline(always)]
 pub fn map2<T: Float, L: Level>(
