@@ -130,7 +130,9 @@ def _shifted(x: FloatArray, temperature: float) -> FloatArray:
     (logits near the type's limit), the difference of halves gives the true value.
     """
     # Masked (-inf) classes, all -inf rows, +inf and NaN are allowed: let them propagate quietly.
-    with np.errstate(invalid="ignore", over="ignore"):
+    # The halves are used only where the difference overflows; elsewhere (a temperature whose
+    # half underflows to 0, say) whatever they came to is discarded.
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         top = np.max(x, axis=-1, keepdims=True)
         diff = x - top
         halves = (x * 0.5 - top * 0.5) / (temperature * 0.5)
@@ -195,7 +197,9 @@ def _reduce(per_row: FloatArray, counted: BoolArray, reduction: str) -> float | 
     if reduction == "none":
         result: FloatArray = np.where(counted, per_row, 0.0)
         return result
-    total = float(np.sum(per_row[counted]))
+    # Rows' losses near the float64 limit may sum past it: +inf, as the mathematics says.
+    with np.errstate(over="ignore"):
+        total = float(np.sum(per_row[counted]))
     if reduction == "sum":
         return total
     count = int(np.count_nonzero(counted))
