@@ -29,11 +29,26 @@ pub fn tile_len<T>(n: usize) -> usize {
     }
 }
 
+/// The two shifts of each tile of a row of `n`, as `row_stats` keeps them.
+#[inline(always)]
+pub fn shifts_len<T>(n: usize) -> usize {
+    2 * n.div_ceil(tile_len::<T>(n)).max(1)
+}
+
 /// Scratch length `row_stats` needs to keep a row of `n` for `row_grad`: `KEPT` row lengths of
-/// values and the two shifts of each tile.
+/// values and the tiles' shifts.
 #[inline(always)]
 pub fn keep_len<T>(n: usize) -> usize {
-    KEPT * n + 2 * n.div_ceil(tile_len::<T>(n)).max(1)
+    KEPT * n + shifts_len::<T>(n)
+}
+
+/// The first `len` elements of `buf`, grown to hold them.
+#[inline(always)]
+fn grown<T: Float>(buf: &mut Vec<T>, len: usize) -> &mut [T] {
+    if buf.len() < len {
+        buf.resize(len, T::ZERO);
+    }
+    &mut buf[..len]
 }
 
 /// What the statistics pass learns about a row: its shifts (the maxima) and its sums.
@@ -176,7 +191,7 @@ pub fn row_stats<T: Float, L: Level, O: Objective<T>>(
     obj: &O,
     s: &[T],
     t: &[T],
-    mut keep: Option<Keep<'_, T>>,
+    mut keep: Option<&mut Keep<'_, T>>,
     next: Option<(&[T], &[T])>,
 ) -> RowStats<T> {
     let n = s.len();
@@ -370,11 +385,6 @@ impl<T: Float, O: Objective<T>> Kernel for LongRow<'_, T, O> {
         };
         if keeps_one(O::KEEP) && !self.stream {
             // The one kept value goes into the gradient's row, and the gradient over it.
-            let tiles = 2 * n.div_ceil(tile_len::<T>(n)).max(1);
-            if self.keep.len() < tiles {
-                self.keep.resize(tiles, T::ZERO);
-            }
-            let shifts = &mut self.keep[..tiles];
             let mut vals: [&mut [T]; KEPT] = [&mut [], &mut [], &mut []];
             for (m, v) in vals.iter_mut().enumerate() {
                 if O::KEEP[m] {
@@ -382,30 +392,19 @@ impl<T: Float, O: Objective<T>> Kernel for LongRow<'_, T, O> {
                     break;
                 }
             }
-            let keep = Keep { vals, shifts };
-            let st = row_stats::<T, L, O>(obj, self.s, self.t, Some(keep), self.next);
+            let tiles = shifts_len::<T>(n);
+            let shifts = grown(self.keep, tiles);
+            let mut keep = Keep { vals, shifts };
+            let st = row_stats::<T, L, O>(obj, self.s, self.t, Some(&mut keep), self.next);
+            // (`keep` ties the shifts to the gradient's borrow; read them back from scratch.)
             row_grad_in_place::<T, L, O>(obj, &self.keep[..tiles], &st, self.label, grad);
             return obj.loss::<L>(&st.sums, z_y(&st));
         }
-        let kept_len = keep_len::<T>(n);
-        if self.keep.len() < kept_len {
-            self.keep.resize(kept_len, T::ZERO);
-        }
-        let keep = Keep::in_scratch(&mut self.keep[..kept_len], n);
-        let st = row_stats::<T, L, O>(obj, self.s, self.t, Some(keep), self.next);
-        let kept = &self.keep[..kept_len];
-        let (k0, rest) = kept.split_at(n);
-        let (k1, rest) = rest.split_at(n);
-        let (k2, shifts) = rest.split_at(n);
-        row_grad::<T, L, O>(
-            obj,
-            [k0, k1, k2],
-            shifts,
-            &st,
-            self.label,
-            grad,
-            self.stream,
-        );
+        let mut keep = Keep::in_scratch(grown(self.keep, keep_len::<T>(n)), n);
+        let st = row_stats::<T, L, O>(obj, self.s, self.t, Some(&mut keep), self.next);
+        let [k0, k1, k2] = &keep.vals;
+        let vals = [&**k0, &**k1, &**k2];
+        row_grad::<T, L, O>(obj, vals, keep.shifts, &st, self.label, grad, self.stream);
         obj.loss::<L>(&st.sums, z_y(&st))
     }
 }
