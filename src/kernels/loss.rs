@@ -6,6 +6,7 @@ use ndarray::{ArrayView1, ArrayView2};
 use super::check::{check_alpha, check_temperature};
 use super::driver::{run, Job};
 use super::float::Float;
+use super::out::Out;
 use super::reduce::{Loss, Reduction};
 use super::simd::{self, Simd};
 use crate::error::KdError;
@@ -45,7 +46,7 @@ pub fn distillation<T: Float>(
     student: ArrayView2<T>,
     teacher: ArrayView2<T>,
     labels: Option<ArrayView1<i64>>,
-    grad: Option<&mut [T]>,
+    grad: Option<Out<'_, T>>,
 ) -> Result<Loss<T>, KdError> {
     distillation_at(simd::active(), cfg, student, teacher, labels, grad)
 }
@@ -57,7 +58,7 @@ pub fn distillation_at<T: Float>(
     student: ArrayView2<T>,
     teacher: ArrayView2<T>,
     labels: Option<ArrayView1<i64>>,
-    grad: Option<&mut [T]>,
+    grad: Option<Out<'_, T>>,
 ) -> Result<Loss<T>, KdError> {
     simd::check_available(level)?;
     let t2 = cfg.temperature * cfg.temperature;
@@ -207,7 +208,7 @@ mod tests {
             s.view(),
             t.view(),
             Some(labels.view()),
-            Some(&mut grad),
+            Some(Out::new(&mut grad)),
         )
         .unwrap();
         let Loss::Scalar(loss) = loss else {

@@ -11,6 +11,7 @@ pub mod float;
 pub mod long;
 pub mod loss;
 pub mod objective;
+pub mod out;
 pub mod probe;
 pub mod reduce;
 pub mod row;
@@ -25,6 +26,7 @@ pub use check::{
 };
 pub use float::Float;
 pub use loss::{cross_entropy, distillation, distillation_at, kl_divergence, Distillation};
+pub use out::Out;
 pub use reduce::{Loss, Reduction};
 pub use simd::Simd;
 pub use softmax::{softmax_into, softmax_into_at};
