@@ -8,7 +8,7 @@ use super::check::{check_labels, check_logits, check_out_len, check_same_shape};
 use super::chunk::LANES;
 use super::float::Float;
 use super::long::LongRow;
-use super::objective::hinton::{Hinton, Weights};
+use super::objective::hinton::{Hinton, Weights, NO_KL};
 use super::objective::Objective;
 use super::out::{self, Out};
 use super::reduce::{reduce, Loss, Reduction};
@@ -203,6 +203,8 @@ fn drive_small<T: Float, O: Objective<T>>(
 pub(crate) struct Job {
     /// The name of the first logits argument, for error messages.
     pub subject: &'static str,
+    /// The KL term's direction (`hinton::FORWARD` or `REVERSE`), when its weight is not 0.
+    pub kl: u8,
     pub kl_weight: f64,
     pub ce_weight: f64,
     pub temperature: f64,
@@ -221,7 +223,7 @@ pub(crate) fn run<T: Float>(
 ) -> Result<Loss<T>, KdError> {
     let (n_rows, c) = check_logits(&s, job.subject)?;
     check_same_shape(&s, &t)?;
-    let kl = job.kl_weight != 0.0;
+    let kl = if job.kl_weight != 0.0 { job.kl } else { NO_KL };
     let ce = job.ce_weight != 0.0;
     if ce && labels.is_none() {
         return Err(KdError::value(
@@ -255,7 +257,7 @@ pub(crate) fn run<T: Float>(
     let rows = Rows {
         s,
         // Without KL the teacher is never read.
-        t: if kl { t } else { s },
+        t: if kl != NO_KL { t } else { s },
         labels,
         ignore_index: job.ignore_index,
         level: job.level,

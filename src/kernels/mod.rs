@@ -25,7 +25,9 @@ pub use check::{
     check_pair_shapes, check_same_shape, check_temperature, label_range_error, PyShape,
 };
 pub use float::Float;
-pub use loss::{cross_entropy, distillation, distillation_at, kl_divergence, Distillation};
+pub use loss::{
+    cross_entropy, distillation, distillation_at, kl_divergence, Distillation, Divergence,
+};
 pub use out::Out;
 pub use reduce::{Loss, Reduction};
 pub use simd::Simd;
