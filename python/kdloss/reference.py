@@ -303,6 +303,11 @@ def _check_normalizer(
     return number, number
 
 
+# ---------------------------------------------------------------------------------------------
+# The objectives, row by row (float64 in, float64 out, no checks)
+# ---------------------------------------------------------------------------------------------
+
+
 def _kl_from_logs(log_a: FloatArray, log_b: FloatArray) -> FloatArray:
     """``KL(a || b) = sum a * (log a - log b)`` for each row, from the logs, ``0 * log 0 = 0``."""
     a = np.exp(log_a)
