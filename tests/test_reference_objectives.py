@@ -319,6 +319,11 @@ def test_rows_where_both_distributions_underflow(kind: str) -> None:
         np.testing.assert_allclose(grad[i, cols], want_grad, rtol=1e-12, atol=1e-300)
         others = np.setdiff1d(np.arange(s.shape[1]), cols)
         np.testing.assert_array_equal(grad[i, others], 0.0)
+    loss, grad = reference.distillation_loss_and_grad(
+        s, t, [3, 4], divergence=kind, temperature=0.5, label_smoothing=0.1
+    )
+    assert math.isfinite(loss)
+    assert np.all(np.isfinite(grad))
 
 
 @pytest.mark.parametrize("kind", DIVERGENCES)

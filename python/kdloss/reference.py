@@ -33,6 +33,7 @@ zero rows, and a class where ``q`` is 0 gets 0 from the divergence.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from collections.abc import Callable
@@ -351,81 +352,135 @@ def _through_softmax(q: FloatArray, h: FloatArray) -> FloatArray:
 
 
 class _Distributions:
-    """``q = softmax(student/T)``, ``p = softmax(teacher/T)`` and their logs."""
+    """``q = softmax(student/T)``, ``p = softmax(teacher/T)`` and their logs, each computed
+    when first used."""
 
     def __init__(self, student: FloatArray, teacher: FloatArray, temperature: float) -> None:
-        self.log_q = _log_softmax_rows(student, temperature)
-        self.log_p = _log_softmax_rows(teacher, temperature)
-        self.q = _softmax_rows(student, temperature)
-        self.p = _softmax_rows(teacher, temperature)
+        self._student = student
+        self._teacher = teacher
+        self._temperature = temperature
+
+    @functools.cached_property
+    def log_q(self) -> FloatArray:
+        return _log_softmax_rows(self._student, self._temperature)
+
+    @functools.cached_property
+    def log_p(self) -> FloatArray:
+        return _log_softmax_rows(self._teacher, self._temperature)
+
+    @functools.cached_property
+    def q(self) -> FloatArray:
+        return _softmax_rows(self._student, self._temperature)
+
+    @functools.cached_property
+    def p(self) -> FloatArray:
+        return _softmax_rows(self._teacher, self._temperature)
 
 
-# Each divergence: its value per row and its gradient with respect to z = student / T.
-_Terms = tuple[FloatArray, FloatArray]
+# Each divergence: its value per row, and its gradient with respect to z = student / T, written
+# as q_j (h_j - sum_i q_i h_i) with h its derivative in q. ``w`` is beta for the JSD, skew for
+# the skewed KLs, unused by the others.
 
 
-def _forward_kl(d: _Distributions) -> _Terms:
-    # d/dq of -sum p log q is -p/q: through the softmax, q - p.
-    return _kl_from_logs(d.log_p, d.log_q), d.q - d.p
+def _forward_kl(d: _Distributions, w: float) -> FloatArray:
+    return _kl_from_logs(d.log_p, d.log_q)
 
 
-def _reverse_kl(d: _Distributions) -> _Terms:
-    # d/dq of sum q (log q - log p) is log q - log p + 1.
-    return _kl_from_logs(d.log_q, d.log_p), _through_softmax(d.q, d.log_q - d.log_p)
+def _forward_kl_grad(d: _Distributions, w: float) -> FloatArray:
+    # h = -p / q: through the softmax, q - p.
+    result: FloatArray = d.q - d.p
+    return result
 
 
-def _jsd(d: _Distributions, beta: float) -> _Terms:
-    # beta sum p log p + (1 - beta) sum q log q - sum m log m; d/dq is (1 - beta)(log q - log m).
+def _reverse_kl(d: _Distributions, w: float) -> FloatArray:
+    return _kl_from_logs(d.log_q, d.log_p)
+
+
+def _reverse_kl_grad(d: _Distributions, w: float) -> FloatArray:
+    # h = log q - log p + 1.
+    return _through_softmax(d.q, d.log_q - d.log_p)
+
+
+def _jsd(d: _Distributions, beta: float) -> FloatArray:
     log_m = _log_mix(beta, d.log_p, d.log_q)
-    value = beta * _kl_from_logs(d.log_p, log_m) + (1.0 - beta) * _kl_from_logs(d.log_q, log_m)
-    return value, (1.0 - beta) * _through_softmax(d.q, d.log_q - log_m)
+    result: FloatArray = beta * _kl_from_logs(d.log_p, log_m) + (1.0 - beta) * _kl_from_logs(
+        d.log_q, log_m
+    )
+    return result
 
 
-def _tvd(d: _Distributions) -> _Terms:
-    # d/dq of 0.5 |q - p| is 0.5 sign(q - p), taken as 0 where q == p.
-    diff = d.q - d.p
-    value: FloatArray = 0.5 * np.sum(np.abs(diff), axis=-1)
-    return value, _through_softmax(d.q, 0.5 * np.sign(diff))
+def _jsd_grad(d: _Distributions, beta: float) -> FloatArray:
+    # beta sum p log p + (1 - beta) sum q log q - sum m log m: h = (1 - beta)(log q - log m).
+    log_m = _log_mix(beta, d.log_p, d.log_q)
+    result: FloatArray = (1.0 - beta) * _through_softmax(d.q, d.log_q - log_m)
+    return result
 
 
-def _skew_kl(d: _Distributions, skew: float) -> _Terms:
-    # -sum p log m, m = skew p + (1 - skew) q: d/dq is -(1 - skew) p / m, and p / m <= 1 / skew.
+def _tvd(d: _Distributions, w: float) -> FloatArray:
+    result: FloatArray = 0.5 * np.sum(np.abs(d.q - d.p), axis=-1)
+    return result
+
+
+def _tvd_grad(d: _Distributions, w: float) -> FloatArray:
+    # h = 0.5 sign(q - p), taken as 0 where q == p (the subgradient 0 of |x| at 0).
+    return _through_softmax(d.q, 0.5 * np.sign(d.q - d.p))
+
+
+def _skew_kl(d: _Distributions, skew: float) -> FloatArray:
+    return _kl_from_logs(d.log_p, _log_mix(skew, d.log_p, d.log_q))
+
+
+def _skew_kl_grad(d: _Distributions, skew: float) -> FloatArray:
+    # -sum p log m, m = skew p + (1 - skew) q: h = -(1 - skew) p / m, with p / m <= 1 / skew.
     log_m = _log_mix(skew, d.log_p, d.log_q)
     ratio = np.where(np.isneginf(d.log_p), 0.0, np.exp(d.log_p - log_m))
-    return _kl_from_logs(d.log_p, log_m), -(1.0 - skew) * _through_softmax(d.q, ratio)
+    result: FloatArray = -(1.0 - skew) * _through_softmax(d.q, ratio)
+    return result
 
 
-def _skew_reverse_kl(d: _Distributions, skew: float) -> _Terms:
-    # sum q (log q - log m), m = skew q + (1 - skew) p: d/dq is log q + 1 - log m - skew q / m.
+def _skew_reverse_kl(d: _Distributions, skew: float) -> FloatArray:
+    return _kl_from_logs(d.log_q, _log_mix(skew, d.log_q, d.log_p))
+
+
+def _skew_reverse_kl_grad(d: _Distributions, skew: float) -> FloatArray:
+    # sum q (log q - log m), m = skew q + (1 - skew) p: h = log q + 1 - log m - skew q / m.
     log_m = _log_mix(skew, d.log_q, d.log_p)
     ratio = np.where(np.isneginf(d.log_q), 0.0, np.exp(d.log_q - log_m))
-    h = d.log_q - log_m - skew * ratio
-    return _kl_from_logs(d.log_q, log_m), _through_softmax(d.q, h)
+    return _through_softmax(d.q, d.log_q - log_m - skew * ratio)
 
 
-def _resolved(kind: str, beta: float, skew: float) -> str:
-    """The divergence a setting computes: JSD is forward KL at exactly beta = 0 and reverse KL
-    at beta = 1 (TRL's convention); a skew of 0 makes the skewed KLs the plain ones."""
+_Form = Callable[[_Distributions, float], FloatArray]
+_FORMS: dict[str, tuple[_Form, _Form]] = {
+    "forward_kl": (_forward_kl, _forward_kl_grad),
+    "reverse_kl": (_reverse_kl, _reverse_kl_grad),
+    "jsd": (_jsd, _jsd_grad),
+    "tvd": (_tvd, _tvd_grad),
+    "skew_kl": (_skew_kl, _skew_kl_grad),
+    "skew_reverse_kl": (_skew_reverse_kl, _skew_reverse_kl_grad),
+}
+
+
+def _resolved(kind: str, beta: float, skew: float) -> tuple[str, float]:
+    """The divergence a setting computes and its parameter: JSD is forward KL at exactly
+    beta = 0 and reverse KL at beta = 1 (TRL's convention); a skew of 0 makes the skewed KLs
+    the plain ones (which their formulas reach only as a limit, through p / q)."""
     if kind == "jsd" and beta in (0.0, 1.0):
-        return "forward_kl" if beta == 0.0 else "reverse_kl"
+        return ("forward_kl" if beta == 0.0 else "reverse_kl"), beta
     if kind in ("skew_kl", "skew_reverse_kl") and skew == 0.0:
-        return "forward_kl" if kind == "skew_kl" else "reverse_kl"
-    return kind
+        return ("forward_kl" if kind == "skew_kl" else "reverse_kl"), skew
+    return kind, beta if kind == "jsd" else skew
 
 
-def _divergence_terms(kind: str, d: _Distributions, beta: float, skew: float) -> _Terms:
-    """Each row's divergence ``kind`` and its gradient with respect to ``z = student / T``."""
-    table: dict[str, Callable[[], _Terms]] = {
-        "forward_kl": lambda: _forward_kl(d),
-        "reverse_kl": lambda: _reverse_kl(d),
-        "jsd": lambda: _jsd(d, beta),
-        "tvd": lambda: _tvd(d),
-        "skew_kl": lambda: _skew_kl(d, skew),
-        "skew_reverse_kl": lambda: _skew_reverse_kl(d, skew),
-    }
+def _divergence_rows(
+    kind: str, d: _Distributions, beta: float, skew: float, gradient: bool
+) -> FloatArray:
+    """Each row's divergence ``kind``, or with ``gradient`` its gradient with respect to
+    ``z = student / T``."""
+    name, w = _resolved(kind, beta, skew)
+    form = _FORMS[name][1 if gradient else 0]
     # Masked classes, NaN and infinities propagate quietly, as the formulas say.
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        return table[_resolved(kind, beta, skew)]()
+        return form(d, w)
 
 
 def _label_weights(
@@ -449,36 +504,56 @@ def _weighted_nll(weights: FloatArray, log_q: FloatArray) -> FloatArray:
     return result
 
 
-def _cross_entropy_terms(
-    logits: FloatArray,
-    labels: IntArray,
-    counted: BoolArray,
-    label_weight: FloatArray,
-    class_weight: FloatArray | None,
-    label_smoothing: float,
-) -> _Terms:
-    """Each row's ``(1 - eps) w[y] (-log q[y]) + (eps / C) sum_c w[c] (-log q[c])`` at T = 1,
-    and its gradient ``q * ((1 - eps) w[y] + (eps / C) sum w) - (1 - eps) w[y] onehot(y) -
-    (eps / C) w``; rows not counted get arbitrary values. A part of weight 0 is not computed."""
-    eps = label_smoothing
-    num_classes = logits.shape[-1]
-    weights = np.ones(num_classes) if class_weight is None else class_weight
-    log_q = _log_softmax_rows(logits)
-    q = _softmax_rows(logits)
-    safe_labels = np.where(counted, labels, 0)[..., np.newaxis]
-    value = np.zeros(counted.shape, dtype=np.float64)
-    grad = q * ((1.0 - eps) * label_weight + (eps / num_classes) * np.sum(weights))[..., None]
-    with np.errstate(invalid="ignore", over="ignore"):
+class _CrossEntropy:
+    """The cross-entropy term at T = 1 with label smoothing ``eps`` and class weights ``w``:
+    per row ``(1 - eps) w[y] (-log q[y]) + (eps / C) sum_c w[c] (-log q[c])``. A part whose
+    weight (``1 - eps`` or ``eps``) is 0 is not computed; rows not counted get arbitrary
+    values."""
+
+    def __init__(
+        self,
+        logits: FloatArray,
+        labels: IntArray,
+        counted: BoolArray,
+        label_weight: FloatArray,
+        class_weight: FloatArray | None,
+        label_smoothing: float,
+    ) -> None:
+        self.logits = logits
+        self.labels = np.where(counted, labels, 0)[..., np.newaxis]
+        self.label_weight = label_weight
+        num_classes = logits.shape[-1]
+        self.weights = np.ones(num_classes) if class_weight is None else class_weight
+        self.eps = label_smoothing
+
+    def rows(self) -> FloatArray:
+        eps, num_classes = self.eps, self.logits.shape[-1]
+        log_q = _log_softmax_rows(self.logits)
+        value = np.zeros(self.label_weight.shape, dtype=np.float64)
+        with np.errstate(invalid="ignore", over="ignore"):
+            if eps != 1.0:
+                picked = np.take_along_axis(log_q, self.labels, axis=-1)[..., 0]
+                value = value + (1.0 - eps) * _weighted_nll(self.label_weight, picked)
+            if eps != 0.0:
+                smooth = np.sum(_weighted_nll(self.weights, log_q), axis=-1)
+                value = value + (eps / num_classes) * smooth
+        return value
+
+    def grad(self) -> FloatArray:
+        """``q * ((1 - eps) w[y] + (eps / C) sum(w)) - (1 - eps) w[y] onehot(y) - (eps / C) w``
+        with ``q = softmax(logits)``."""
+        eps, num_classes = self.eps, self.logits.shape[-1]
+        q = _softmax_rows(self.logits)
+        coefficient = (1.0 - eps) * self.label_weight + (eps / num_classes) * np.sum(self.weights)
+        grad = q * coefficient[..., np.newaxis]
         if eps != 1.0:
-            picked = np.take_along_axis(log_q, safe_labels, axis=-1)[..., 0]
-            value = value + (1.0 - eps) * _weighted_nll(label_weight, picked)
-            onehot = np.zeros(logits.shape, dtype=np.float64)
-            np.put_along_axis(onehot, safe_labels, 1.0, axis=-1)
-            grad = grad - ((1.0 - eps) * label_weight)[..., None] * onehot
+            onehot = np.zeros(self.logits.shape, dtype=np.float64)
+            np.put_along_axis(onehot, self.labels, 1.0, axis=-1)
+            grad = grad - ((1.0 - eps) * self.label_weight)[..., np.newaxis] * onehot
         if eps != 0.0:
-            value = value + (eps / num_classes) * np.sum(_weighted_nll(weights, log_q), axis=-1)
-            grad = grad - (eps / num_classes) * weights
-    return value, grad
+            grad = grad - (eps / num_classes) * self.weights
+        result: FloatArray = grad
+        return result
 
 
 # ---------------------------------------------------------------------------------------------
@@ -531,20 +606,24 @@ class _Call:
             self.counted = self.counted & _counted_rows(y, ignore_index, num_classes)
         self.label_weight = _label_weights(y, self.counted, weights)
 
-        zeros = np.zeros(row_shape, dtype=np.float64)
+        self.shape = student.shape
+        self.kind, self.beta, self.skew = kind, beta, skew
         # A term whose weight is 0 is not computed (with alpha = 0 the teacher is not read), so
         # its inf or NaN cannot leak in through 0 * x.
-        self.div_rows, self.div_grad_z = zeros, np.zeros(student.shape)
+        self.distributions: _Distributions | None = None
+        self.div_rows = np.zeros(row_shape, dtype=np.float64)
         if alpha != 0.0:
             assert teacher is not None
-            d = _Distributions(student, teacher, temperature)
-            self.div_rows, self.div_grad_z = _divergence_terms(kind, d, beta, skew)
-        self.ce_rows, self.ce_grad = zeros, np.zeros(student.shape)
+            self.distributions = _Distributions(student, teacher, temperature)
+            self.div_rows = _divergence_rows(kind, self.distributions, beta, skew, gradient=False)
+        self.cross_entropy: _CrossEntropy | None = None
+        self.ce_rows = np.zeros(row_shape, dtype=np.float64)
         if alpha != 1.0:
             assert y is not None
-            self.ce_rows, self.ce_grad = _cross_entropy_terms(
+            self.cross_entropy = _CrossEntropy(
                 student, y, self.counted, self.label_weight, weights, label_smoothing
             )
+            self.ce_rows = self.cross_entropy.rows()
 
     def _weights(self) -> tuple[float, float]:
         """The factors of the two reduced terms in the loss: ``alpha * [T**2]``, ``1 - alpha``."""
@@ -595,13 +674,15 @@ class _Call:
         plus the cross-entropy's times ``1 - alpha``, each over its divisor."""
         n_div, n_ce = self._divisors()
         t = self.temperature
-        grad = np.zeros(self.div_grad_z.shape, dtype=np.float64)
+        grad = np.zeros(self.shape, dtype=np.float64)
         with np.errstate(invalid="ignore", over="ignore"):
-            if self.alpha != 0.0 and n_div > 0.0:
+            if self.distributions is not None and n_div > 0.0:
                 scale = self.alpha * (t if self.t2_scale else 1.0 / t)
-                grad = grad + scale * self.div_grad_z / n_div
-            if self.alpha != 1.0 and n_ce > 0.0:
-                grad = grad + (1.0 - self.alpha) * self.ce_grad / n_ce
+                d = self.distributions
+                grad_z = _divergence_rows(self.kind, d, self.beta, self.skew, gradient=True)
+                grad = grad + scale * grad_z / n_div
+            if self.cross_entropy is not None and n_ce > 0.0:
+                grad = grad + (1.0 - self.alpha) * self.cross_entropy.grad() / n_ce
         result: FloatArray = np.where(self.counted[..., np.newaxis], grad, 0.0)
         return result
 
