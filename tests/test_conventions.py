@@ -8,7 +8,8 @@ divides by):
 - PyTorch ``F.cross_entropy`` (``aten/src/ATen/native/LossNLL.cpp``,
   ``cross_entropy_loss_label_smoothing`` and ``nll_loss``) and ``F.kl_div(..., log_target=True)``
   (``aten/src/ATen/native/Loss.cpp`` and ``torch/nn/functional.py``);
-- Liger Kernel's TVD, ``src/liger_kernel/ops/tvd.py`` @ 200bac9b;
+- Liger Kernel's TVD, ``src/liger_kernel/ops/tvd.py`` @ 200bac9b, and JSD,
+  ``src/liger_kernel/ops/jsd.py`` @ 01ed3837 (its kernel's arithmetic, in float64 here);
 - DistiLLM's ``skewed_forward_kl``, ``skewed_reverse_kl``, ``js_distance`` and ``tv_distance``,
   ``distillm/losses.py`` @ 17c0f98b.
 
@@ -442,6 +443,77 @@ def test_liger_tvd_all_ignored_is_nan_where_kdloss_gives_zero(impl: ModuleType) 
     ours, grad = _tvd_grad(impl, s, t, y)
     assert ours == 0.0
     assert not np.any(grad)
+
+
+# --- Liger JSD ----------------------------------------------------------------------------------
+
+
+def liger_jsd(
+    x: Array,
+    y: Array,
+    shift_labels: npt.NDArray[np.int64] | None = None,
+    beta: float = 0.5,
+    ignore_index: int = -100,
+) -> tuple[Any, Array]:
+    """``LigerJSDFunction.forward(_input=log q, target=log p)``: the loss and its gradient with
+    respect to the student's log-probabilities ``x``. The mixture is formed in probability
+    space, ``log(beta * P + (1 - beta) * Q)``."""
+    n_non_ignore = x.shape[0] if shift_labels is None else int(np.sum(shift_labels != ignore_index))
+    with _quiet():
+        q, p = np.exp(x), np.exp(y)
+        if beta == 0.0:
+            loss, dx = p * (y - x), -p
+        elif beta == 1.0:
+            loss = q * (x - y)
+            dx = loss + q
+        else:
+            m = beta * p + (1 - beta) * q
+            log_m = np.log(m)
+            loss = beta * p * y + (1 - beta) * q * x - m * log_m
+            dx = (1 - beta) * q * (x - log_m)
+        scale = 1.0 / n_non_ignore
+        loss, dx = loss * scale, dx * scale
+    if shift_labels is not None:
+        ignored = (shift_labels == ignore_index)[:, None]
+        loss, dx = np.where(ignored, 0.0, loss), np.where(ignored, 0.0, dx)
+    return loss.sum(), dx
+
+
+def _log_softmax_backward(q: Array, g: Array) -> Array:
+    """A gradient with respect to the log-probabilities ``log_softmax(z)`` carried to ``z``."""
+    result: Array = g - q * np.sum(g, axis=-1, keepdims=True)
+    return result
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.3, 0.5, 1.0])
+def test_liger_jsd_agrees(impl: ModuleType, beta: float) -> None:
+    """LigerJSD's loss over counted rows is kdloss's "mean"; its gradient with respect to the
+    log-probabilities, carried through log-softmax, is kdloss's; beta 0 and 1 are forward and
+    reverse KL in both."""
+    s, t, y = _inputs((8, 6), 17)
+    x, target = _torch_log_softmax(s), _torch_log_softmax(t)
+    loss, dx = liger_jsd(x, target, y, beta=beta)
+    ours, grad = impl.distillation_loss_and_grad(
+        s, t, y, alpha=1.0, t2_scale=False, divergence="jsd", beta=beta
+    )
+    assert ours == pytest.approx(float(loss), rel=RTOL)
+    np.testing.assert_allclose(grad, _log_softmax_backward(np.exp(x), dx), rtol=1e-9, atol=1e-15)
+
+
+def test_liger_jsd_is_nan_where_both_distributions_underflow(impl: ModuleType) -> None:
+    """A class where both probabilities underflow to 0 (logits near -1e4 at T = 0.5, here -2e4
+    at T = 1): Liger's ``m * log m`` is ``0 * -inf``; kdloss's log-space mixture is finite."""
+    s = np.array([[0.0, -2e4, 1.0], [2.0, 0.5, 0.0]])
+    t = np.array([[0.5, -2e4, 0.0], [0.0, 1.0, 1.0]])
+    loss, _ = liger_jsd(_torch_log_softmax(s), _torch_log_softmax(t))
+    assert math.isnan(float(loss))
+    ours = impl.divergence(s, t, kind="jsd")
+    assert math.isfinite(ours)
+    rows = [
+        impl.divergence(s[0, [0, 2]], t[0, [0, 2]], kind="jsd"),
+        impl.divergence(s[1], t[1], kind="jsd"),
+    ]
+    assert ours == pytest.approx(sum(rows) / 2, rel=1e-12)
 
 
 # --- DistiLLM skew KL and skew reverse KL ------------------------------------------------------
