@@ -28,7 +28,9 @@ divides the divergence sum by the number of counted rows and the cross-entropy s
 ``sum w[y]`` (a term whose divisor is 0 is 0.0); ``normalizer=N`` divides both sums by ``N``
 instead and ``normalizer=(n_div, n_ce)`` each by its own. Gradients are the closed forms of the
 derivative of the returned loss with respect to the student logits; rows that do not count get
-zero rows, and a class where ``q`` is 0 gets 0 from the divergence.
+zero rows. Forward KL's is ``q - p``; every other divergence's is ``q_j (h_j - sum_i q_i h_i)``
+with ``h`` its derivative in ``q``, so a class where ``q`` is 0 gets 0 from it. A row whose loss
+is +inf gets what the closed form gives there.
 """
 
 from __future__ import annotations
