@@ -3,7 +3,9 @@ values, autograd gradients, a training loop, no_grad, torch.compile and its erro
 
 from __future__ import annotations
 
+import re
 import tracemalloc
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import kdloss
@@ -377,3 +379,11 @@ def test_operator_registration() -> None:
         (s.detach(), t, y, [], none_spec, False),
     ):
         torch.library.opcheck(torch.ops.kdloss.distillation.default, args)
+
+
+@pytest.mark.usefixtures("fresh_compile")
+def test_readme_example_runs() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## PyTorch\n", 1)[1].split("\n## ", 1)[0]
+    (block,) = re.findall(r"^```python[ \t]*\n(.*?)^```", section, flags=re.DOTALL | re.M)
+    exec(compile(block, "README.md", "exec"), {"__name__": "__readme__"})
