@@ -83,6 +83,10 @@ class _Attach(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor, None, None]:
         (grad,) = ctx.saved_tensors
+        # loss.backward() passes a 1: the saved gradient is the answer as it is, without a
+        # pass over it (autograd copies it before accumulating into it, since it is saved).
+        if grad_output.numel() == 1 and grad_output.item() == 1:
+            return grad, None, None
         return _scale(grad, grad_output), None, None
 
 
