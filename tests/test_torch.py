@@ -234,6 +234,10 @@ def test_errors() -> None:
         kd(s.requires_grad_(), t.clone().requires_grad_(), y)
     with pytest.raises(ValueError, match="labels"):
         kd(s, t, y[:2])
+    with pytest.raises(TypeError, match=r"^student must be a torch.Tensor, got ndarray"):
+        kd(s.detach().numpy(), t, y)
+    # A teacher or labels from NumPy are read as kdloss reads them.
+    assert torch.equal(kd(s, t.numpy(), y.tolist()), kd(s, t, y))
 
 
 class _CudaLike(torch.Tensor):  # type: ignore[misc]
@@ -367,12 +371,27 @@ def test_compiled_keywords_are_forwarded(monkeypatch: pytest.MonkeyPatch) -> Non
     s, t, y = _inputs((3, 4))
     mask = torch.tensor([True, False, True])
     kd = kt.DistillationLoss()
-    compiled = torch.compile(
-        lambda a: kd(a, t, y, mask=mask, normalizer=(2.0, 3.0)), fullgraph=True
-    )
-    compiled(s.requires_grad_()).backward()
-    assert seen[-1]["normalizer"] == (2.0, 3.0)
-    assert torch.equal(seen[-1]["mask"], mask)
+    plain = {"normalizer": (2.0, 3.0), "kind": "a|b)", "flag": True, "none": None}
+
+    def call(a: Tensor) -> Tensor:
+        return kd(a, t, y, mask=mask, **plain)
+
+    compiled = torch.compile(call, fullgraph=True)
+    loss = compiled(s.requires_grad_())
+    loss.backward()
+    assert seen[-1].pop("mask").tolist() == mask.tolist()
+    assert seen[-1] == plain
+    assert torch.equal(loss, call(s))
+
+
+@pytest.mark.usefixtures("fresh_compile")
+def test_compiled_keywords_must_be_tensors_or_literals(monkeypatch: pytest.MonkeyPatch) -> None:
+    _recording(monkeypatch)
+    s, t, y = _inputs((3, 4))
+    kd = kt.DistillationLoss()
+    compiled = torch.compile(lambda a: kd(a, t, y, weights=np.ones(3)))
+    with pytest.raises(TypeError, match="tensors or Python literals"):
+        compiled(s)
 
 
 # opcheck's fake-tensor conversion reads .grad of the non-leaf copies it makes (torch's own).
@@ -381,12 +400,14 @@ def test_operator_registration() -> None:
     """The custom operator's schema, fake implementation and autograd registration, as
     torch.library.opcheck tests them."""
     s, t, y = _inputs((3, 5))
-    spec = kt.DistillationLoss(2.0, 0.5)._spec
-    none_spec = kt.DistillationLoss(2.0, 0.5, reduction="none")._spec
+
+    def spec(*args: Any, **kwargs: Any) -> str:
+        return kt.DistillationLoss(*args, **kwargs)._pickled + "|()"
+
     for args in (
-        (s.requires_grad_(), t, y, [], spec, True),
-        (s, t, None, [], kt.DistillationLoss(1.0, 1.0)._spec, True),
-        (s.detach(), t, y, [], none_spec, False),
+        (s.requires_grad_(), t, y, [], spec(2.0, 0.5), True),
+        (s, t, None, [], spec(1.0, 1.0), True),
+        (s.detach(), t, y, [], spec(2.0, 0.5, reduction="none"), False),
     ):
         torch.library.opcheck(torch.ops.kdloss.distillation.default, args)
 

@@ -95,29 +95,26 @@ class _Attach(torch.autograd.Function):
 # ---------------------------------------------------------------------------------------------
 #
 # An operator's arguments are tensors and a few plain types, so the loss object and the
-# keywords that are not tensors travel as one string, the "spec": the pickled loss object,
-# then each keyword as ``name=repr(value)``, or ``name`` alone for a tensor keyword (the
-# tensors follow, in that order, as the list argument). The string is a constant of the graph.
+# keywords that are not tensors travel as one string, the "spec": the pickled loss object, a
+# "|", then the keywords as the text of a tuple of (name, value) pairs, with ``...`` as the
+# value of a tensor keyword (the tensors follow, in that order, as the list argument). The
+# string is a constant of the graph.
 
 
 @functools.lru_cache(maxsize=64)
 def _decode(spec: str) -> tuple[_loss.DistillationLoss, tuple[str, ...], dict[str, Any]]:
     """The loss object, the names of the tensor keywords and the other keywords of a spec."""
-    head, *fields = spec.split("|")
-    names: list[str] = []
-    plain: dict[str, Any] = {}
-    for field in fields:
-        name, eq, text = field.partition("=")
-        if not eq:
-            names.append(name)
-            continue
-        try:
-            plain[name] = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            raise TypeError(
-                f"{name} must be a tensor or a Python literal in a torch.compile'd call, got {text}"
-            ) from None
-    return pickle.loads(bytes.fromhex(head)), tuple(names), plain
+    head, _, text = spec.partition("|")
+    try:
+        pairs = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        raise TypeError(
+            "the keywords of a torch.compile'd call must be tensors or Python literals "
+            f"(numbers, strings, None, tuples of them), got {text}"
+        ) from None
+    names = tuple(name for name, value in pairs if value is Ellipsis)
+    plain = {name: value for name, value in pairs if value is not Ellipsis}
+    return pickle.loads(bytes.fromhex(head)), names, plain
 
 
 @torch.library.custom_op("kdloss::distillation", mutates_args=(), device_types="cpu")
@@ -172,26 +169,27 @@ _distillation.register_autograd(_backward, setup_context=_setup_context)
 
 
 def _compiled(
-    spec: str,
+    pickled: str,
     student: Tensor,
     teacher: Tensor,
     labels: Any,
     keywords: dict[str, Any],
     with_grad: bool,
 ) -> Tensor:
-    fields = [spec]
+    fields = []
     tensors = []
     for name, value in keywords.items():
         if isinstance(value, Tensor):
-            fields.append(name)
+            fields.append(f"({name!r}, ...)")
             tensors.append(value)
         else:
-            fields.append(f"{name}={value!r}")
+            fields.append(f"({name!r}, {value!r})")
+    spec = pickled + "|(" + "".join(field + ", " for field in fields) + ")"
+    if not isinstance(teacher, Tensor):
+        teacher = torch.as_tensor(teacher)
     if labels is not None and not isinstance(labels, Tensor):
         labels = torch.as_tensor(labels)
-    out: tuple[Tensor, Tensor] = _distillation(
-        student, teacher, labels, tensors, "|".join(fields), with_grad
-    )
+    out: tuple[Tensor, Tensor] = _distillation(student, teacher, labels, tensors, spec, with_grad)
     return out[0]
 
 
@@ -220,7 +218,7 @@ class DistillationLoss(torch.nn.Module):
         super().__init__()
         self.loss = _loss.DistillationLoss(*args, **kwargs)
         # What the custom operator needs of the options, built once (see _decode).
-        self._spec = pickle.dumps(self.loss).hex()
+        self._pickled = pickle.dumps(self.loss).hex()
 
     def forward(
         self,
@@ -239,17 +237,19 @@ class DistillationLoss(torch.nn.Module):
         CPU. When the loss object returns per-term components in the loss's place, they come
         back the same way, as tensors, their loss field the one that backpropagates.
         """
+        if not isinstance(student, Tensor):
+            raise TypeError(f"student must be a torch.Tensor, got {type(student).__name__}")
         for name, value in (("student", student), ("teacher", teacher), ("labels", labels)):
             if isinstance(value, Tensor):
                 require_cpu(value, name)
-        if teacher.requires_grad:
+        if getattr(teacher, "requires_grad", False):
             raise ValueError(
                 "teacher requires grad, but the teacher is a constant of the loss (no gradient "
                 "flows into it); pass teacher.detach()"
             )
         with_grad = torch.is_grad_enabled() and student.requires_grad
         if torch.compiler.is_compiling():
-            return _compiled(self._spec, student, teacher, labels, keywords, with_grad)
+            return _compiled(self._pickled, student, teacher, labels, keywords, with_grad)
         value, grad = _compute(self.loss, student, teacher, labels, keywords, with_grad)
         if isinstance(value, tuple):
             first, *rest = value
