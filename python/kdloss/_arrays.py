@@ -106,8 +106,9 @@ def as_array(x: object, name: str) -> NDArray[Any]:
         require_cpu(x, name)
         try:
             return np.from_dlpack(x)
-        except (BufferError, RuntimeError) as e:
-            # The exporter's refusal (a dtype DLPack has no code for, a conjugate view).
+        except (BufferError, RuntimeError, TypeError) as e:
+            # The exporter's refusal (a dtype DLPack has no code for, a conjugate view, a
+            # read-only array older NumPy will not export).
             dtype = getattr(x, "dtype", "?")
             raise TypeError(f"{name} of dtype {dtype} cannot be read through DLPack: {e}") from None
     return np.asarray(x)
