@@ -1,12 +1,13 @@
 """The functional API: distillation loss, its gradient, KL divergence, cross-entropy, softmax.
 
-Every array argument may be a NumPy array, an object with ``__dlpack__`` on the CPU (a PyTorch
-tensor, a JAX array; read through :func:`numpy.from_dlpack`, without a copy; PyTorch's bfloat16
-is widened to float32), or anything :func:`numpy.asarray` accepts. Every function works along
-the last axis (each leading index is one row) and computes in float64 if either input is
-float64, else float32 (float16 is computed as float32, integer and boolean inputs as float64).
-C-contiguous float32 and float64 arrays are read in place; other layouts are read row by row
-without a full copy where NumPy can reshape them as a view.
+Every array argument may be a NumPy array, a PyTorch tensor or other object with
+``__dlpack__`` on the CPU (a JAX array; read without a copy, through ``Tensor.numpy()`` or
+:func:`numpy.from_dlpack`; PyTorch's bfloat16 is widened to float32), or anything
+:func:`numpy.asarray` accepts. Every function works along the last axis (each leading index
+is one row) and computes in float64 if either input is float64, else float32 (float16 is
+computed as float32, integer and boolean inputs as float64). C-contiguous float32 and float64
+arrays are read in place; other layouts are read row by row without a full copy where NumPy
+can reshape them as a view.
 """
 
 from __future__ import annotations
