@@ -173,6 +173,19 @@ def test_backward_twice_gives_the_same_gradient(factor: float) -> None:
     torch.testing.assert_close(first, want)
 
 
+def test_second_derivatives_are_refused() -> None:
+    """The saved gradient is a constant, so a second derivative through it would be silently
+    0: differentiating the gradient is an error instead."""
+    s, t, y = _inputs((4, 6))
+    s.requires_grad_()
+    w = torch.tensor(2.0, requires_grad=True)
+    for scale, message in ((1.0, "does not require grad"), (w, "once_differentiable")):
+        loss = kt.DistillationLoss()(s, t, y) * scale
+        (grad,) = torch.autograd.grad(loss, s, create_graph=True)
+        with pytest.raises(RuntimeError, match=message):
+            grad.sum().backward()
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 def test_half_precision_students(dtype: Any) -> None:
     """float16 and bfloat16 are computed in float32; loss and gradient come back in the

@@ -7,7 +7,9 @@ The forward pass computes the loss and, when the student requires grad (and grad
 its gradient in the same fused call (:meth:`kdloss.DistillationLoss.forward_backward`); the
 gradient is saved, and the backward pass only scales it by the incoming gradient. Contiguous
 CPU tensors of float32 and float64 are read in place, through DLPack; float16 and bfloat16 are
-accepted (computed in float32). The gradient has the student's dtype; the loss too.
+accepted (computed in float32). The gradient has the student's dtype; the loss too. The saved
+gradient is a constant: there is no second derivative (outside torch.compile, differentiating
+the gradient raises).
 
 ``torch.compile``: the module's computation is registered as the custom operator
 ``torch.ops.kdloss.distillation`` (``torch.library.custom_op``, with a fake implementation for
@@ -36,6 +38,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from . import loss as _loss
 from ._arrays import require_cpu
@@ -81,6 +84,7 @@ class _Attach(torch.autograd.Function):
         return loss.view_as(loss)
 
     @staticmethod
+    @once_differentiable  # the saved gradient is a constant: a second derivative would be 0
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor, None, None]:
         (grad,) = ctx.saved_tensors
         # loss.backward() passes a 1: the saved gradient is the answer as it is, without a
