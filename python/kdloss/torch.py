@@ -6,10 +6,10 @@ import torch; importing ``kdloss.torch`` does.
 The forward pass computes the loss and, when the student requires grad (and grad mode is on),
 its gradient in the same fused call (:meth:`kdloss.DistillationLoss.forward_backward`); the
 gradient is saved, and the backward pass only scales it by the incoming gradient. Contiguous
-CPU tensors of float32 and float64 are read in place, through DLPack; float16 and bfloat16 are
-accepted (computed in float32). The gradient has the student's dtype; the loss too. The saved
-gradient is a constant: there is no second derivative (outside torch.compile, differentiating
-the gradient raises).
+CPU tensors of float32 and float64 are read in place (as ``Tensor.numpy()`` views); float16
+and bfloat16 are accepted (computed in float32). The gradient has the student's dtype; the
+loss too. The saved gradient is a constant: there is no second derivative (outside
+torch.compile, differentiating the gradient raises).
 
 ``torch.compile``: the module's computation is registered as the custom operator
 ``torch.ops.kdloss.distillation`` (``torch.library.custom_op``, with a fake implementation for
