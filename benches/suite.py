@@ -13,7 +13,8 @@ On seeded synthetic float32 logits (T = 2, alpha = 0.5) it measures, at 1 and 2 
   and without (``forward``) at (64, 1000), (256, 32000), (8, 128256) and (4096, 10), against
   the NumPy float64 reference (``kdloss.reference``), the hand-written NumPy float32
   formulation (``kdloss._numpy_f32``), pure Python (``kdloss._purepython``, small shapes only)
-  and PyTorch (``F.kl_div`` + ``F.cross_entropy``, autograd) when ``import torch`` works;
+  and PyTorch (``F.kl_div`` + ``F.cross_entropy``, autograd) when ``import torch`` works,
+  and then also kdloss's ``torch.nn.Module`` (``kdloss.torch.DistillationLoss``, autograd);
 - ``kernels``: ``kdloss.softmax``, ``log_softmax`` (T = 1), ``cross_entropy`` and
   ``kl_divergence`` (T = 2) at the same shapes, against ``scipy.special`` (``softmax``,
   ``log_softmax``, ``logsumexp``, ``rel_entr``) when scipy imports, NumPy float32 and PyTorch;
@@ -592,7 +593,7 @@ def _ours_cells(group: Measured, ours: float | None) -> list[str]:
 
 
 def loss_table(suite: Suite, limits: machine.Limits, threads: int, op: Op) -> Table:
-    peers = _peers(suite.impls, ("reference", "numpy_f32", "python", "torch"))
+    peers = _peers(suite.impls, ("reference", "numpy_f32", "python", "torch", "kdloss_torch"))
     header = ["shape", "kdloss ms", "ns/element", "bound ms", "x bound", *[p.title for p in peers]]
     rows = []
     groups = [g for g in suite.groups if g.section == "loss" and g.threads == threads]
@@ -615,7 +616,7 @@ def loss_table(suite: Suite, limits: machine.Limits, threads: int, op: Op) -> Ta
 def first_call_table(suite: Suite, op: Op) -> Table:
     """The loss tables' first calls: each timed on its own, right after the other
     implementations' calls, with the caches as they left them."""
-    peers = _peers(suite.impls, ("reference", "numpy_f32", "python", "torch"))
+    peers = _peers(suite.impls, ("reference", "numpy_f32", "python", "torch", "kdloss_torch"))
     header = ["shape", "threads", "kdloss ms", "ns/element", *[p.title for p in peers]]
     rows = []
     groups = [g for g in suite.groups if g.section == "loss"]
@@ -1025,6 +1026,10 @@ def _main(args: argparse.Namespace, out: TextIO, argv: Sequence[str] | None) -> 
         impls.append(Impl("scipy", "scipy.special", scipy_binder(special), kernel_ops))
     if torch is not None:
         impls.append(Impl("torch", "PyTorch", torch_binder(torch), loss_ops | kernel_ops))
+        # The same loss through kdloss's torch.nn.Module, autograd and all.
+        module = importlib.import_module("kdloss.torch").DistillationLoss(T, ALPHA)
+        bind_module = workloads.torch_binder(torch, None, module)
+        impls.append(Impl("kdloss_torch", "kdloss.torch", lambda c: dict(bind_module(c)), loss_ops))
 
     info = machine.machine_info(max(threads), torch)
     info["threads"] = threads

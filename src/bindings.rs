@@ -238,7 +238,9 @@ fn output<'py, T: Float + Element>(
             .name()
             .map(|n| n.to_string())
             .unwrap_or_default();
-        KdError::type_(format!("out must be a numpy.ndarray, got {got}"))
+        KdError::type_(format!(
+            "out must be a numpy.ndarray or a CPU tensor with __dlpack__, got {got}"
+        ))
     })?;
     if untyped.shape() != shape {
         return Err(KdError::value(format!(

@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+import importlib
 import math
+import os
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import pytest
 from kdloss import reference
 
 IGNORE = -100
+
+# Set to 1 where PyTorch and JAX are installed on purpose (.ci/torch): their tests then fail,
+# instead of being skipped, when either is missing.
+REQUIRE_FRAMEWORKS = os.environ.get("KDLOSS_REQUIRE_TORCH") == "1"
+
+
+def framework(name: str) -> Any:
+    """The module ``name`` (``"torch"``, ``"jax.numpy"``); the calling test, or the test module
+    calling it at import, is skipped when it is not installed, unless
+    ``KDLOSS_REQUIRE_TORCH=1``, which makes that a failure."""
+    if REQUIRE_FRAMEWORKS:
+        return importlib.import_module(name)
+    return pytest.importorskip(name)
+
 
 # (rtol, atol factor) by computed dtype; the atol factor multiplies the magnitude of the terms.
 TOLERANCES = {

@@ -1,10 +1,13 @@
 """The functional API: distillation loss, its gradient, KL divergence, cross-entropy, softmax.
 
-Every function takes anything :func:`numpy.asarray` accepts, works along the last axis (each
-leading index is one row) and computes in float64 if either input is float64, else float32
-(float16 is computed as float32, integer and boolean inputs as float64). C-contiguous float32
-and float64 arrays are read in place; other layouts are read row by row without a full copy
-where NumPy can reshape them as a view.
+Every array argument may be a NumPy array, a PyTorch tensor or other object with
+``__dlpack__`` on the CPU (a JAX array; read without a copy, through ``Tensor.numpy()`` or
+:func:`numpy.from_dlpack`; PyTorch's bfloat16 is widened to float32), or anything
+:func:`numpy.asarray` accepts. Every function works along the last axis (each leading index
+is one row) and computes in float64 if either input is float64, else float32 (float16 is
+computed as float32, integer and boolean inputs as float64). C-contiguous float32 and float64
+arrays are read in place; other layouts are read row by row without a full copy where NumPy
+can reshape them as a view.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _core
+from ._arrays import as_array, as_out
 
 __all__ = [
     "cross_entropy",
@@ -46,7 +50,7 @@ def _refuse_masked(x: object, name: str, instead: str) -> None:
 def _as_logits(x: ArrayLike, name: str) -> NDArray[Any]:
     """``x`` as an array of real numbers (no copy if possible); shapes are checked natively."""
     _refuse_masked(x, name, f"{name}.filled(-np.inf) to leave the masked classes out")
-    a = np.asarray(x)
+    a = as_array(x, name)
     if a.dtype.kind not in "biuf":
         raise TypeError(f"{name} must hold real numbers, got an array of dtype {a.dtype}")
     return a
@@ -97,7 +101,7 @@ def _is_int(v: object) -> bool:
 def _as_labels(labels: ArrayLike, classes: int, ignore_index: int) -> NDArray[np.int64]:
     """``labels`` as an int64 array; its shape and range are checked natively."""
     _refuse_masked(labels, "labels", "labels.filled(ignore_index) to leave the masked rows out")
-    y = np.asarray(labels)
+    y = as_array(labels, "labels")
     if y.dtype.kind == "O" and y.size and all(_is_int(v) for v in y.flat):
         # NumPy keeps Python ints that fit no integer dtype as objects: out of range.
         worst = max(y.flat, key=lambda v: abs(int(v)))
@@ -163,6 +167,8 @@ def _distill(
     """The loss (and with ``with_grad`` the gradient, in the student's shape)."""
     s, t = _pair(student_logits, teacher_logits)
     y = _labels_for(labels, s, settings.ignore_index)
+    if out is not None:
+        out = as_out(out)
     return _core.distillation(settings, s, t, y, with_grad, out)
 
 

@@ -199,10 +199,16 @@ def torch_objective(torch: Any) -> Callable[[Any, Any, Any], Any]:
     return objective
 
 
-def torch_binder(torch: Any, threads: int | None) -> Callable[[Case], dict[str, Call]]:
-    """Bind PyTorch's loss (autograd backward for ``forward_backward``, ``no_grad`` for
-    ``forward``) to a case; with ``threads``, ``torch.set_num_threads(threads)`` first."""
-    objective = torch_objective(torch)
+def torch_binder(
+    torch: Any,
+    threads: int | None,
+    objective: Callable[[Any, Any, Any], Any] | None = None,
+) -> Callable[[Case], dict[str, Call]]:
+    """Bind a loss on tensors, by default PyTorch's (:func:`torch_objective`), to a case:
+    autograd backward for ``forward_backward``, ``no_grad`` for ``forward``; with ``threads``,
+    ``torch.set_num_threads(threads)`` first."""
+    if objective is None:
+        objective = torch_objective(torch)
     if threads is not None:
         torch.set_num_threads(threads)
 
