@@ -50,6 +50,11 @@ pub use api::{
 pub use config::{num_threads, set_num_threads};
 pub use error::KdError as Error;
 
+/// The README's Rust example, run with the doc examples.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExample;
+
 #[cfg(feature = "python")]
 mod bindings;
 
