@@ -70,8 +70,9 @@ impl From<Reduction> for kernels::Reduction {
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct DistillationLoss {
-    /// Temperature and alpha, checked; the reduction and ignored label are set per call.
-    cfg: Distillation,
+    /// With `alpha`, as `Distillation::new` checked them.
+    temperature: f64,
+    alpha: f64,
     reduction: Reduction,
     ignore_index: Option<usize>,
 }
@@ -101,7 +102,8 @@ impl DistillationLoss {
             None,
         )?;
         Ok(DistillationLoss {
-            cfg,
+            temperature: cfg.temperature,
+            alpha: cfg.alpha,
             reduction: Reduction::Mean,
             ignore_index: None,
         })
@@ -138,12 +140,12 @@ impl DistillationLoss {
 
     /// The temperature `T`.
     pub fn temperature(&self) -> f64 {
-        self.cfg.temperature
+        self.temperature
     }
 
     /// The weight of the distillation term; `1 − alpha` weights the cross-entropy.
     pub fn alpha(&self) -> f64 {
-        self.cfg.alpha
+        self.alpha
     }
 
     /// How [`forward`](Self::forward) and [`forward_backward`](Self::forward_backward)
@@ -296,9 +298,10 @@ impl DistillationLoss {
             .transpose()?;
         let labels = check::label_indices(labels, s.ncols(), ignore_index)?;
         let cfg = Distillation {
+            temperature: self.temperature,
+            alpha: self.alpha,
             reduction,
             ignore_index,
-            ..self.cfg
         };
         kernels::distillation(&cfg, s, t, Some(ArrayView1::from(&labels)), grad)
     }

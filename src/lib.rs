@@ -7,7 +7,9 @@
 //! bad input is an [`Error`], never a panic. [`softmax`], [`log_softmax`], [`cross_entropy`]
 //! and [`kl_divergence`] are the pieces on their own. Arrays are `f32` or `f64` (see
 //! [`Element`]), passed as anything ndarray can view as 2-D (`&Array2`, `ArrayView2`), one row
-//! per sample; labels are class indices.
+//! per sample; labels are class indices. Views of any strides are read in place: a row whose
+//! elements are not contiguous is copied into a per-thread buffer as it is read, never the
+//! whole array.
 //!
 //! ```
 //! use kdloss::DistillationLoss;

@@ -411,8 +411,9 @@ fn kl_divergence_is_not_capped() -> Result<(), Error> {
     Ok(())
 }
 
-/// The original's `f32::max` against 1e-10 returned 1e-10 for a NaN probability, so a NaN
-/// logit gave a finite loss of about 23; NaN (and +inf, whose softmax is undefined) propagate.
+/// The original's `f32::max` against 1e-10 returned 1e-10 for a NaN probability and its KL
+/// skipped NaN terms, so a NaN logit gave a finite loss (a cross-entropy of about 23, a KL of
+/// 0); NaN, and +inf (whose softmax is undefined), propagate.
 #[test]
 fn nan_and_inf_logits_give_nan() -> Result<(), Error> {
     let kd = DistillationLoss::new(2.0, 0.5)?;
