@@ -23,7 +23,7 @@ use ndarray::{Array1, Array2};
 use kdloss::config::set_num_threads;
 use kdloss::kernels::simd::{set_active, Simd};
 use kdloss::kernels::{
-    cross_entropy, distillation, kl_divergence, softmax_into, Distillation, Reduction,
+    cross_entropy, distillation, kl_divergence, softmax_into, Distillation, Out, Reduction,
 };
 
 const SHAPES: [(usize, usize); 4] = [(64, 1000), (256, 32000), (8, 128256), (4096, 10)];
@@ -118,7 +118,7 @@ fn bench_loss(g: &mut BenchmarkGroup<'_, WallTime>, x: &Inputs, with_grad: bool)
     g.bench_function(x.name(), |b| {
         b.iter(|| {
             let g = if with_grad {
-                Some(grad.as_mut_slice())
+                Some(Out::new(grad.as_mut_slice()))
             } else {
                 None
             };
@@ -160,7 +160,7 @@ fn kernel_benches(c: &mut Criterion) {
         for (kernel, log) in [("softmax", false), ("log_softmax", true)] {
             g.bench_function(format!("{kernel}/{name}"), |b| {
                 b.iter(|| {
-                    softmax_into(black_box(x.student.view()), 1.0, log, &mut out)
+                    softmax_into(black_box(x.student.view()), 1.0, log, Out::new(&mut out))
                         .expect("valid inputs");
                     black_box(out[0])
                 })
@@ -212,7 +212,7 @@ fn simd_level_benches(c: &mut Criterion) {
                         black_box(x.student.view()),
                         black_box(x.teacher.view()),
                         Some(x.labels.view()),
-                        Some(&mut grad),
+                        Some(Out::new(&mut grad)),
                     )
                     .expect("valid inputs");
                     black_box(loss)

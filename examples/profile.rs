@@ -2,7 +2,7 @@
 //! in float32, or float64 with `DTYPE=f64`. `MODE=fwd|grad` times one mode, `KDLOSS_SIMD` picks
 //! a level, `COLD=MB` writes that much other data and `IDLE_US=N` sleeps before each call, and `BURST=K`
 //! times the last of K calls in a row.
-use kdloss::kernels::{distillation, Distillation, Float, Reduction};
+use kdloss::kernels::{distillation, Distillation, Float, Out, Reduction};
 use ndarray::{Array1, Array2};
 
 fn main() {
@@ -75,11 +75,11 @@ fn time<T: Float>() {
                 std::thread::sleep(d);
             }
             for _ in 1..burst {
-                let gr = if grad { Some(&mut *g) } else { None };
+                let gr = if grad { Some(Out::new(&mut *g)) } else { None };
                 let _ = distillation(&cfg, s.view(), t.view(), Some(y.view()), gr).unwrap();
             }
             let t0 = std::time::Instant::now();
-            let gr = if grad { Some(&mut *g) } else { None };
+            let gr = if grad { Some(Out::new(&mut *g)) } else { None };
             let _ = distillation(&cfg, s.view(), t.view(), Some(y.view()), gr).unwrap();
             times.push(t0.elapsed().as_secs_f64());
         }

@@ -9,7 +9,7 @@
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, AsArray, Ix2};
 
 use crate::error::KdError as Error;
-use crate::kernels::{self, check, Distillation, Loss};
+use crate::kernels::{self, check, Distillation, Divergence, Loss, Out};
 
 mod sealed {
     /// Keeps [`Element`](super::Element) implemented for `f32` and `f64` only.
@@ -52,8 +52,9 @@ impl From<Reduction> for kernels::Reduction {
 /// the cross-entropy at temperature 1.
 ///
 /// Built by [`new`](Self::new) with the temperature and alpha, then optionally
-/// [`with_reduction`](Self::with_reduction) (mean by default) and
-/// [`with_ignore_index`](Self::with_ignore_index) (none by default: every row counts).
+/// [`with_reduction`](Self::with_reduction) (mean by default),
+/// [`with_ignore_index`](Self::with_ignore_index) (none by default: every row counts) and
+/// [`with_divergence`](Self::with_divergence) (forward KL by default).
 ///
 /// ```
 /// use kdloss::{DistillationLoss, Reduction};
@@ -75,6 +76,7 @@ pub struct DistillationLoss {
     alpha: f64,
     reduction: Reduction,
     ignore_index: Option<usize>,
+    divergence: Divergence,
 }
 
 impl DistillationLoss {
@@ -106,6 +108,7 @@ impl DistillationLoss {
             alpha: cfg.alpha,
             reduction: Reduction::Mean,
             ignore_index: None,
+            divergence: cfg.divergence,
         })
     }
 
@@ -138,6 +141,26 @@ impl DistillationLoss {
         }
     }
 
+    /// The same loss with its KL term in the direction `divergence`: forward
+    /// `KL(softmax(teacher/T) ‖ softmax(student/T))` (the default) or reverse
+    /// `KL(softmax(student/T) ‖ softmax(teacher/T))`.
+    ///
+    /// ```
+    /// use kdloss::{DistillationLoss, Divergence};
+    /// use ndarray::array;
+    ///
+    /// let (s, t) = (array![[1.0_f64, 0.0, -1.0]], array![[0.0_f64, 0.5, 2.0]]);
+    /// let reverse = DistillationLoss::new(1.0, 1.0)?.with_divergence(Divergence::ReverseKl);
+    /// // Reverse KL of (s, t) is forward KL of (t, s).
+    /// let forward_swapped = DistillationLoss::new(1.0, 1.0)?.forward(&t, &s, &[0])?;
+    /// assert!((reverse.forward(&s, &t, &[0])? - forward_swapped).abs() < 1e-15);
+    /// # Ok::<(), kdloss::Error>(())
+    /// ```
+    #[must_use]
+    pub fn with_divergence(self, divergence: Divergence) -> Self {
+        DistillationLoss { divergence, ..self }
+    }
+
     /// The temperature `T`.
     pub fn temperature(&self) -> f64 {
         self.temperature
@@ -157,6 +180,11 @@ impl DistillationLoss {
     /// The label of the rows left out, if any.
     pub fn ignore_index(&self) -> Option<usize> {
         self.ignore_index
+    }
+
+    /// The direction of the KL term.
+    pub fn divergence(&self) -> Divergence {
+        self.divergence
     }
 
     /// The loss of `student` against `teacher` (both `(rows, classes)`) and `labels` (one
@@ -279,7 +307,7 @@ impl DistillationLoss {
         let g = grad
             .as_slice_mut()
             .ok_or_else(|| Error::internal("a fresh gradient array is not contiguous"))?;
-        let loss = self.run(reduction, s, t, labels, Some(g))?;
+        let loss = self.run(reduction, s, t, labels, Some(Out::new(g)))?;
         Ok((loss, grad))
     }
 
@@ -290,7 +318,7 @@ impl DistillationLoss {
         s: ArrayView2<'_, T>,
         t: ArrayView2<'_, T>,
         labels: &[usize],
-        grad: Option<&mut [T]>,
+        grad: Option<Out<'_, T>>,
     ) -> Result<Loss<T>, Error> {
         let ignore_index = self
             .ignore_index
@@ -302,6 +330,7 @@ impl DistillationLoss {
             alpha: self.alpha,
             reduction,
             ignore_index,
+            divergence: self.divergence,
         };
         kernels::distillation(&cfg, s, t, Some(ArrayView1::from(&labels)), grad)
     }
@@ -374,7 +403,7 @@ fn softmax_rows<T: Element>(
     let o = out
         .as_slice_mut()
         .ok_or_else(|| Error::internal("a fresh softmax array is not contiguous"))?;
-    kernels::softmax_into(x, temperature, log, o)?;
+    kernels::softmax_into(x, temperature, log, Out::new(o))?;
     Ok(out)
 }
 

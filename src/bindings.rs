@@ -7,6 +7,8 @@
 //! the rows are read in place when NumPy's reshape to `(rows, C)` would be a view, and copied
 //! otherwise, as that reshape would.
 
+use std::mem::MaybeUninit;
+
 use ndarray::{ArrayD, ArrayView1, ArrayView2, ArrayViewD, CowArray, Ix1, Ix2, IxDyn};
 use numpy::{
     BorrowError, Element, IntoPyArray, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods,
@@ -17,7 +19,7 @@ use pyo3::types::{PyDict, PyFloat};
 
 use crate::config;
 use crate::error::KdError;
-use crate::kernels::{self, simd, Distillation, Float, Loss, PyShape, Reduction, Simd};
+use crate::kernels::{self, simd, Distillation, Float, Loss, Out, PyShape, Reduction, Simd};
 use crate::output_cache;
 
 /// Below this many elements the GIL is kept: releasing and re-taking it costs more than the
@@ -191,7 +193,7 @@ fn pooled_array<'py, T: Float + Element>(
 fn fresh_output<'py, T: Float + Element, R>(
     py: Python<'py>,
     shape: &[usize],
-    fill: impl FnOnce(&mut [T]) -> PyResult<R>,
+    fill: impl FnOnce(Out<'_, T>) -> PyResult<R>,
 ) -> PyResult<(R, Bound<'py, PyArrayDyn<T>>)> {
     let elements = shape
         .iter()
@@ -202,7 +204,7 @@ fn fresh_output<'py, T: Float + Element, R>(
             // SAFETY: sized for `elements` values of `T`, a `Float` (f32 or f64: a plain
             // number type). `fill` writes them all before the array exists; on an error the
             // buffer goes back unseen.
-            let r = fill(unsafe { buf.as_mut_slice::<T>(elements) });
+            let r = fill(Out::new(unsafe { buf.as_mut_slice::<T>(elements) }));
             match r {
                 Ok(r) => Ok((r, pooled_array(py, buf, shape)?)),
                 Err(e) => {
@@ -212,18 +214,16 @@ fn fresh_output<'py, T: Float + Element, R>(
             }
         }
         None => {
-            // Zeroed rather than uninitialised, so that `fill` gets a slice of valid values;
-            // NumPy takes zeroed memory from `calloc`, which costs no extra pass over fresh
-            // pages. `fill` writes every element before the array is handed to Python; on an
-            // error it is dropped unseen.
-            let arr = PyArrayDyn::<T>::zeros(py, shape, false);
-            let r = {
-                let mut rw = arr.readwrite();
-                let o = rw
-                    .as_slice_mut()
-                    .map_err(|_| KdError::internal("a fresh output is not contiguous"))?;
-                fill(o)?
+            // SAFETY: the array is new, C-contiguous (`is_fortran` false) and seen by nothing
+            // else: `fill` writes every element (through `Out::fresh`, which never reads one
+            // first) before the array is handed to Python; on an error it is dropped unseen.
+            let arr = unsafe { PyArrayDyn::<T>::new(py, shape, false) };
+            // SAFETY: `arr` owns `elements` contiguous, aligned values of `T`, and the slice is
+            // the only access to them until `fill` returns.
+            let o = unsafe {
+                std::slice::from_raw_parts_mut(arr.data().cast::<MaybeUninit<T>>(), elements)
             };
+            let r = fill(Out::fresh(o))?;
             Ok((r, arr))
         }
     }
@@ -266,7 +266,7 @@ fn output<'py, T: Float + Element>(
 /// Runs `fill` on `out`'s memory, refusing an `out` that is read-only or that an input holds.
 fn fill_out<T: Float + Element, R>(
     out: &Bound<'_, PyArrayDyn<T>>,
-    fill: impl FnOnce(&mut [T]) -> PyResult<R>,
+    fill: impl FnOnce(Out<'_, T>) -> PyResult<R>,
 ) -> PyResult<R> {
     let mut rw = out.try_readwrite().map_err(|e| match e {
         BorrowError::NotWriteable => KdError::value("out must be writeable"),
@@ -275,7 +275,7 @@ fn fill_out<T: Float + Element, R>(
     let g = rw
         .as_slice_mut()
         .map_err(|_| KdError::value("out must be C-contiguous"))?;
-    fill(g)
+    fill(Out::new(g))
 }
 
 fn distill_typed<'py, T: Float + Element>(
@@ -294,8 +294,9 @@ fn distill_typed<'py, T: Float + Element>(
     let lv = ld.as_ref().map(|l| flat_labels(l, &shape)).transpose()?;
     let (sv, tv): (ArrayView2<T>, ArrayView2<T>) = (sv.view(), tv.view());
     let lv: Option<ArrayView1<i64>> = lv.as_ref().map(|l| l.view());
-    let run =
-        |g: Option<&mut [T]>| compute(py, sv.len(), || kernels::distillation(&cfg, sv, tv, lv, g));
+    let run = |g: Option<Out<'_, T>>| {
+        compute(py, sv.len(), || kernels::distillation(&cfg, sv, tv, lv, g))
+    };
     if !with_grad {
         return Ok((loss_to_py(py, run(None)?, &shape)?, None));
     }

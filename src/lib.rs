@@ -51,6 +51,7 @@ pub use api::{
 };
 pub use config::{num_threads, set_num_threads};
 pub use error::KdError as Error;
+pub use kernels::Divergence;
 
 /// The README's Rust example, run with the doc examples.
 #[cfg(doctest)]

@@ -5,7 +5,8 @@ mod common;
 
 use common::{assert_close, Lcg};
 use kdloss::{
-    cross_entropy, kl_divergence, log_softmax, softmax, DistillationLoss, Error, Reduction,
+    cross_entropy, kl_divergence, log_softmax, softmax, DistillationLoss, Divergence, Error,
+    Reduction,
 };
 use ndarray::{array, s, Array2, ArrayView2};
 
@@ -56,8 +57,15 @@ fn the_gradient_is_the_derivative_of_the_loss() -> Result<(), Error> {
     let s = logits(4, rows, classes);
     let t = logits(5, rows, classes);
     let y = labels(rows, classes);
-    for reduction in [Reduction::Mean, Reduction::Sum] {
-        let kd = DistillationLoss::new(2.0, 0.5)?.with_reduction(reduction);
+    let settings = [
+        (Reduction::Mean, Divergence::ForwardKl),
+        (Reduction::Sum, Divergence::ForwardKl),
+        (Reduction::Mean, Divergence::ReverseKl),
+    ];
+    for (reduction, divergence) in settings {
+        let kd = DistillationLoss::new(2.0, 0.5)?
+            .with_reduction(reduction)
+            .with_divergence(divergence);
         let (loss, grad) = kd.forward_backward(&s, &t, &y)?;
         assert_eq!(loss, kd.forward(&s, &t, &y)?);
         let h = 1e-6;
@@ -145,9 +153,14 @@ fn the_builder_keeps_its_settings() -> Result<(), Error> {
     let kd = DistillationLoss::new(2.5_f32, 0.25_f32)?;
     assert_eq!((kd.temperature(), kd.alpha()), (2.5, 0.25));
     assert_eq!((kd.reduction(), kd.ignore_index()), (Reduction::Mean, None));
-    let built = kd.with_reduction(Reduction::Sum).with_ignore_index(4);
+    assert_eq!(kd.divergence(), Divergence::ForwardKl);
+    let built = kd
+        .with_reduction(Reduction::Sum)
+        .with_ignore_index(4)
+        .with_divergence(Divergence::ReverseKl);
     assert_eq!(built.reduction(), Reduction::Sum);
     assert_eq!(built.ignore_index(), Some(4));
+    assert_eq!(built.divergence(), Divergence::ReverseKl);
     assert_eq!(built.temperature(), 2.5);
     Ok(())
 }

@@ -68,7 +68,8 @@ def test_waiting_for_idle_returns_at_once_when_nothing_else_runs() -> None:
     assert timing.wait_until_idle(window_s=0.002, limit_s=1.0) < 0.5
 
 
-def test_waiting_for_idle_outlasts_a_busy_thread() -> None:
+def _wait_beside_a_busy_thread() -> tuple[float, float]:
+    """How long `wait_until_idle` waited while another thread hashed, and how long it hashed."""
     # hashlib releases the GIL for the whole of one long hash (128 MB take about 0.1 s), so
     # this thread keeps a core busy the way a native worker thread does.
     block = bytes(128 << 20)
@@ -89,9 +90,17 @@ def test_waiting_for_idle_outlasts_a_busy_thread() -> None:
     # thread busy in each.
     waited = timing.wait_until_idle(window_s=0.02, limit_s=5.0)
     worker.join()
-    assert busy_s[0] > 0.02
-    assert waited >= 0.5 * busy_s[0]
     assert time.monotonic() - begun < 5.0
+    return waited, busy_s[0]
+
+
+def test_waiting_for_idle_outlasts_a_busy_thread() -> None:
+    # On a machine loaded by other processes the hashing thread can be off its core for a
+    # whole window, which looks idle; three tries, of which one must wait out the thread. A
+    # wait that never waits fails all three.
+    tries = [_wait_beside_a_busy_thread() for _ in range(3)]
+    assert all(busy > 0.02 for _, busy in tries)
+    assert any(waited >= 0.5 * busy for waited, busy in tries), tries
 
 
 def test_the_bench_command_writes_warm_and_first_call_times(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import Any
 
 from . import _core, reference
+from .components import Components
 from .functional import (
     _is_int,
     cross_entropy,
@@ -28,6 +29,7 @@ from .functional import (
 from .loss import DistillationLoss
 
 __all__ = [
+    "Components",
     "DistillationLoss",
     "__version__",
     "build_info",

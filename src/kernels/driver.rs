@@ -8,8 +8,9 @@ use super::check::{check_labels, check_logits, check_out_len, check_same_shape};
 use super::chunk::LANES;
 use super::float::Float;
 use super::long::LongRow;
-use super::objective::hinton::{Hinton, Weights};
+use super::objective::hinton::{Hinton, Weights, NO_KL};
 use super::objective::Objective;
+use super::out::{self, Out};
 use super::reduce::{reduce, Loss, Reduction};
 use super::scratch::{row_of, Scratch};
 use super::simd::{dispatch_at, Simd};
@@ -51,12 +52,12 @@ pub(crate) fn drive<T: Float, O: Objective<T>>(
     obj: O,
     rows: Rows<'_, T>,
     partials: &mut [f64],
-    grad: Option<&mut [T]>,
+    grad: Option<Out<'_, T>>,
 ) -> Result<(), KdError> {
     let c = rows.s.ncols();
     // Whether to write the gradient with non-temporal stores (too large to stay in cache).
     let stream = grad.as_ref().is_some_and(|g| {
-        std::mem::size_of_val(*g) >= STREAM_MIN_BYTES
+        g.len() * std::mem::size_of::<T>() >= STREAM_MIN_BYTES
             && c * std::mem::size_of::<T>() >= STREAM_MIN_ROW_BYTES
     });
     if c <= SMALL_CLASSES {
@@ -70,15 +71,18 @@ pub(crate) fn drive<T: Float, O: Objective<T>>(
         level,
     } = rows;
     let n_rows = s.nrows();
+    let (grad, ready) = grad.map(Out::split).unzip();
     for_each_row(c, partials, grad, |scratch: &mut Scratch<T>, i, p, g| {
         let label = labels.as_ref().map(|l| l[i]);
         if is_ignored(label, ignore_index) {
             if let Some(g) = g {
-                g.fill(T::ZERO);
+                out::zero(g);
             }
             *p = 0.0;
             return;
         }
+        // SAFETY: `g` is a row of the memory `ready` came with.
+        let g = g.zip(ready).map(|(g, r)| unsafe { r.row(g) });
         let s_row = row_of(s, i, &mut scratch.a);
         let t_row = if O::TEACHER {
             row_of(t, i, &mut scratch.b)
@@ -119,7 +123,7 @@ fn drive_small<T: Float, O: Objective<T>>(
     obj: O,
     rows: Rows<'_, T>,
     partials: &mut [f64],
-    grad: Option<&mut [T]>,
+    grad: Option<Out<'_, T>>,
 ) -> Result<(), KdError> {
     let Rows {
         s,
@@ -130,6 +134,8 @@ fn drive_small<T: Float, O: Objective<T>>(
     } = rows;
     let c = s.ncols();
     let label_weight = obj.label_weight();
+    // Rows are written whole from the columns below, fresh or not.
+    let grad = grad.map(|g| g.split().0);
     for_each_block(
         LANES,
         c,
@@ -181,15 +187,15 @@ fn drive_small<T: Float, O: Objective<T>>(
                 if let Some(g) = g.as_deref_mut() {
                     let row = &mut g[k * c..(k + 1) * c];
                     if ignored {
-                        row.fill(T::ZERO);
+                        out::zero(row);
                         continue;
                     }
                     for (v, col) in row.iter_mut().zip(g_cols.iter()) {
-                        *v = col[k];
+                        v.write(col[k]);
                     }
                     if let (Some(w), Some(y)) = (label_weight, label[k]) {
                         let y = y as usize;
-                        row[y] = row[y] - T::from_f64(w);
+                        row[y].write(g_cols[y][k] - T::from_f64(w));
                     }
                 }
             }
@@ -203,6 +209,8 @@ fn drive_small<T: Float, O: Objective<T>>(
 pub(crate) struct Job {
     /// The name of the first logits argument, for error messages.
     pub subject: &'static str,
+    /// The KL term's direction (`hinton::FORWARD` or `REVERSE`), when its weight is not 0.
+    pub kl: u8,
     pub kl_weight: f64,
     pub ce_weight: f64,
     pub temperature: f64,
@@ -217,11 +225,11 @@ pub(crate) fn run<T: Float>(
     s: ArrayView2<T>,
     t: ArrayView2<T>,
     labels: Option<ArrayView1<i64>>,
-    grad: Option<&mut [T]>,
+    grad: Option<Out<'_, T>>,
 ) -> Result<Loss<T>, KdError> {
     let (n_rows, c) = check_logits(&s, job.subject)?;
     check_same_shape(&s, &t)?;
-    let kl = job.kl_weight != 0.0;
+    let kl = if job.kl_weight != 0.0 { job.kl } else { NO_KL };
     let ce = job.ce_weight != 0.0;
     if ce && labels.is_none() {
         return Err(KdError::value(
@@ -255,7 +263,7 @@ pub(crate) fn run<T: Float>(
     let rows = Rows {
         s,
         // Without KL the teacher is never read.
-        t: if kl { t } else { s },
+        t: if kl != NO_KL { t } else { s },
         labels,
         ignore_index: job.ignore_index,
         level: job.level,
@@ -273,7 +281,7 @@ pub(crate) fn run<T: Float>(
     }
     with_hinton_terms!(kl, ce, pow, go, {
         if let Some(g) = grad {
-            g.fill(T::ZERO);
+            g.zero();
         }
     });
     Ok(reduce(job.reduction, partials, counted))

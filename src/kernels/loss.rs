@@ -6,11 +6,14 @@ use ndarray::{ArrayView1, ArrayView2};
 use super::check::{check_alpha, check_temperature};
 use super::driver::{run, Job};
 use super::float::Float;
+use super::objective::hinton::{FORWARD, REVERSE};
+use super::out::Out;
 use super::reduce::{Loss, Reduction};
 use super::simd::{self, Simd};
 use crate::error::KdError;
 
-/// The distillation loss `alpha·T²·KL(softmax(t/T) || softmax(s/T)) + (1 − alpha)·CE(s, y)`.
+/// The distillation loss `alpha·T²·KL + (1 − alpha)·CE(s, y)`, with `KL` forward,
+/// `KL(softmax(t/T) || softmax(s/T))` (the default), or reverse.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Distillation {
     pub temperature: f64,
@@ -18,6 +21,27 @@ pub struct Distillation {
     pub reduction: Reduction,
     /// The label of rows that count in neither term; `None`: every row counts.
     pub ignore_index: Option<i64>,
+    pub divergence: Divergence,
+}
+
+/// The direction of a distillation loss's KL term, for `p = softmax(t/T)`, `q = softmax(s/T)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Divergence {
+    /// `KL(p ‖ q)`.
+    #[default]
+    ForwardKl,
+    /// `KL(q ‖ p)`.
+    ReverseKl,
+}
+
+impl Divergence {
+    /// The `KL` parameter of the `Hinton` objective.
+    pub(crate) fn kl(self) -> u8 {
+        match self {
+            Divergence::ForwardKl => FORWARD,
+            Divergence::ReverseKl => REVERSE,
+        }
+    }
 }
 
 impl Distillation {
@@ -34,7 +58,13 @@ impl Distillation {
             alpha,
             reduction,
             ignore_index,
+            divergence: Divergence::default(),
         })
+    }
+
+    /// The same loss with the KL term in the direction `divergence`.
+    pub fn with_divergence(self, divergence: Divergence) -> Self {
+        Distillation { divergence, ..self }
     }
 }
 
@@ -46,7 +76,7 @@ pub fn distillation<T: Float>(
     student: ArrayView2<T>,
     teacher: ArrayView2<T>,
     labels: Option<ArrayView1<i64>>,
-    grad: Option<&mut [T]>,
+    grad: Option<Out<'_, T>>,
 ) -> Result<Loss<T>, KdError> {
     distillation_at(simd::active(), cfg, student, teacher, labels, grad)
 }
@@ -58,12 +88,13 @@ pub fn distillation_at<T: Float>(
     student: ArrayView2<T>,
     teacher: ArrayView2<T>,
     labels: Option<ArrayView1<i64>>,
-    grad: Option<&mut [T]>,
+    grad: Option<Out<'_, T>>,
 ) -> Result<Loss<T>, KdError> {
     simd::check_available(level)?;
     let t2 = cfg.temperature * cfg.temperature;
     let job = Job {
         subject: "student_logits",
+        kl: cfg.divergence.kl(),
         kl_weight: cfg.alpha * t2,
         ce_weight: 1.0 - cfg.alpha,
         temperature: cfg.temperature,
@@ -84,6 +115,7 @@ pub fn kl_divergence<T: Float>(
     check_temperature(temperature)?;
     let job = Job {
         subject: "student_logits",
+        kl: FORWARD,
         kl_weight: 1.0,
         ce_weight: 0.0,
         temperature,
@@ -104,6 +136,7 @@ pub fn cross_entropy<T: Float>(
 ) -> Result<Loss<T>, KdError> {
     let job = Job {
         subject: "logits",
+        kl: FORWARD,
         kl_weight: 0.0,
         ce_weight: 1.0,
         temperature: 1.0,
@@ -128,6 +161,7 @@ mod tests {
         y: Option<usize>,
         temp: f64,
         alpha: f64,
+        divergence: Divergence,
     ) -> (f64, Vec<f64>) {
         let log_softmax = |x: &[f64], temp: f64| -> Vec<f64> {
             let m = x.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -142,7 +176,7 @@ mod tests {
         );
         let mut loss = 0.0;
         let mut grad = vec![0.0; s.len()];
-        if alpha > 0.0 {
+        if alpha > 0.0 && divergence == Divergence::ForwardKl {
             let kl: f64 = lt
                 .iter()
                 .zip(&ls)
@@ -152,6 +186,21 @@ mod tests {
             loss += alpha * temp * temp * kl;
             for j in 0..s.len() {
                 grad[j] += alpha * temp * (ls[j].exp() - lt[j].exp());
+            }
+        }
+        if alpha > 0.0 && divergence == Divergence::ReverseKl {
+            let kl: f64 = ls
+                .iter()
+                .zip(&lt)
+                .filter(|(a, _)| a.exp() > 0.0)
+                .map(|(a, b)| a.exp() * (a - b))
+                .sum();
+            loss += alpha * temp * temp * kl;
+            for j in 0..s.len() {
+                let q = ls[j].exp();
+                if q > 0.0 {
+                    grad[j] += alpha * temp * q * (ls[j] - lt[j] - kl);
+                }
             }
         }
         if alpha < 1.0 {
@@ -179,6 +228,7 @@ mod tests {
         c: usize,
         temp: f64,
         alpha: f64,
+        divergence: Divergence,
         tol: f64,
         seed: u64,
     ) {
@@ -200,7 +250,9 @@ mod tests {
                 ((r * 7) % labelled) as i64
             }
         });
-        let cfg = Distillation::new(temp, alpha, Reduction::Sum, Some(-100)).unwrap();
+        let cfg = Distillation::new(temp, alpha, Reduction::Sum, Some(-100))
+            .unwrap()
+            .with_divergence(divergence);
         let mut grad = vec![T::ZERO; rows * c];
         let loss = distillation_at(
             level,
@@ -208,7 +260,7 @@ mod tests {
             s.view(),
             t.view(),
             Some(labels.view()),
-            Some(&mut grad),
+            Some(Out::new(&mut grad)),
         )
         .unwrap();
         let Loss::Scalar(loss) = loss else {
@@ -225,20 +277,23 @@ mod tests {
                 );
                 continue;
             }
-            let (l, rg) = reference_row(&row(&s), &row(&t), Some(labels[r] as usize), temp, alpha);
+            let y = Some(labels[r] as usize);
+            let (l, rg) = reference_row(&row(&s), &row(&t), y, temp, alpha, divergence);
             want += l;
             let scale = rg.iter().fold(1e-30f64, |m, v| m.max(v.abs()));
             for (j, (a, b)) in g.iter().zip(&rg).enumerate() {
                 assert!(
                     (a.to_f64() - b).abs() <= tol * scale,
-                    "grad[{r}, {j}] = {a:?}, want {b} (c={c}, T={temp}, alpha={alpha}, {})",
+                    "grad[{r}, {j}] = {a:?}, want {b} (c={c}, T={temp}, alpha={alpha}, \
+                     {divergence:?}, {})",
                     level.name()
                 );
             }
         }
         assert!(
             (loss - want).abs() <= tol * want.abs().max(1.0),
-            "loss {loss}, want {want} (rows={rows}, c={c}, T={temp}, alpha={alpha}, {})",
+            "loss {loss}, want {want} (rows={rows}, c={c}, T={temp}, alpha={alpha}, \
+             {divergence:?}, {})",
             level.name()
         );
     }
@@ -256,9 +311,27 @@ mod tests {
                     (2.0, 0.0),
                     (4.0, 1.0),
                 ] {
-                    seed += 1;
-                    check::<f64>(level, 37, c, temp, alpha, 1e-12, seed);
-                    check::<f32>(level, 37, c, temp, alpha, 2e-5, seed);
+                    for divergence in [Divergence::ForwardKl, Divergence::ReverseKl] {
+                        seed += 1;
+                        check::<f64>(level, 37, c, temp, alpha, divergence, 1e-12, seed);
+                        check::<f32>(level, 37, c, temp, alpha, divergence, 2e-5, seed);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn tiled_rows_match_the_formulas_at_every_level() {
+        // Long enough to be summed a tile at a time (`long::tile_len`) in both types.
+        for level in Simd::available() {
+            for divergence in [Divergence::ForwardKl, Divergence::ReverseKl] {
+                for (seed, &(temp, alpha)) in
+                    [(2.0, 0.5), (0.7, 1.0), (1.0, 0.0)].iter().enumerate()
+                {
+                    let seed = seed as u64 + 100;
+                    check::<f64>(level, 3, 70_001, temp, alpha, divergence, 1e-11, seed);
+                    check::<f32>(level, 3, 70_001, temp, alpha, divergence, 1e-4, seed);
                 }
             }
         }

@@ -11,6 +11,7 @@ pub mod float;
 pub mod long;
 pub mod loss;
 pub mod objective;
+pub mod out;
 pub mod probe;
 pub mod reduce;
 pub mod row;
@@ -24,7 +25,10 @@ pub use check::{
     check_pair_shapes, check_same_shape, check_temperature, label_range_error, PyShape,
 };
 pub use float::Float;
-pub use loss::{cross_entropy, distillation, distillation_at, kl_divergence, Distillation};
+pub use loss::{
+    cross_entropy, distillation, distillation_at, kl_divergence, Distillation, Divergence,
+};
+pub use out::Out;
 pub use reduce::{Loss, Reduction};
 pub use simd::Simd;
 pub use softmax::{softmax_into, softmax_into_at};

@@ -6,6 +6,7 @@ use super::check::{check_logits, check_out_len, check_temperature};
 use super::driver::{drive, Rows};
 use super::float::Float;
 use super::objective::softmax::Softmax;
+use super::out::Out;
 use super::simd::{self, Simd};
 use crate::error::KdError;
 
@@ -15,7 +16,7 @@ pub fn softmax_into<T: Float>(
     x: ArrayView2<T>,
     temperature: f64,
     log: bool,
-    out: &mut [T],
+    out: Out<'_, T>,
 ) -> Result<(), KdError> {
     softmax_into_at(simd::active(), x, temperature, log, out)
 }
@@ -26,7 +27,7 @@ pub fn softmax_into_at<T: Float>(
     x: ArrayView2<T>,
     temperature: f64,
     log: bool,
-    out: &mut [T],
+    out: Out<'_, T>,
 ) -> Result<(), KdError> {
     check_temperature(temperature)?;
     simd::check_available(level)?;
@@ -76,8 +77,8 @@ mod tests {
                 for temperature in [1.0, 2.0, 0.3] {
                     let mut p = vec![0.0; x.len()];
                     let mut lp = vec![0.0; x.len()];
-                    softmax_into_at(level, x.view(), temperature, false, &mut p).unwrap();
-                    softmax_into_at(level, x.view(), temperature, true, &mut lp).unwrap();
+                    softmax_into_at(level, x.view(), temperature, false, Out::new(&mut p)).unwrap();
+                    softmax_into_at(level, x.view(), temperature, true, Out::new(&mut lp)).unwrap();
                     for (i, row) in x.rows().into_iter().enumerate() {
                         let m = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                         let lse = row

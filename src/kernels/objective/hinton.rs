@@ -1,15 +1,17 @@
-//! Hinton's distillation objective: `kl_weight·KL(softmax(t/T) ‖ softmax(s/T)) +
-//! ce_weight·CE(s, y)`, and its gradient, with the terms switched on at compile time (KL alone
-//! is `kl_divergence`, CE alone `cross_entropy`).
+//! Hinton's distillation objective: `kl_weight·KL + ce_weight·CE(s, y)`, and its gradient, with
+//! the terms switched on at compile time (KL alone is `kl_divergence`, CE alone
+//! `cross_entropy`). KL is forward, `KL(p ‖ q)`, or reverse, `KL(q ‖ p)`, for
+//! `p = softmax(t/T)` and `q = softmax(s/T)`.
 //!
 //! With `zs = (s − m_s)/T`, `zt = (t − m_t)/T`, `z1 = s − m_s` and the row sums
-//! `Ss = Σ e^zs`, `St = Σ e^zt`, `S1 = Σ e^z1`, `A = Σ e^zt (zt − zs)`:
-//! `KL = A/St + ln(Ss/St)`, `CE = ln S1 − z1[y]`, and
-//! `grad = gk·(e^zs/Ss − e^zt/St) + gc·(e^z1/S1 − onehot(y))` for the gradient weights `gk`, `gc`.
-//! A teacher class at `-inf` is left out of `A` (a class masked in both rows would otherwise give
-//! `0·(−inf − −inf) = NaN`); a teacher class that is not, against a student class at `-inf`,
-//! makes `A` `+inf` even where its exp underflows. When T is a small integer,
-//! `e^z1 = (e^zs)^T` replaces an exp by multiplies.
+//! `Ss = Σ e^zs`, `St = Σ e^zt`, `S1 = Σ e^z1`, and, from the distribution `a` (`p` forward,
+//! `q` reverse) to `b`, `A = Σ e^za (za − zb)`: `KL = A/Sa + ln(Sb/Sa)`, `CE = ln S1 − z1[y]`.
+//! The gradient is `gc·(e^z1/S1 − onehot(y))` plus, for the gradient weight `gk`,
+//! `gk·(q − p)` forward and `gk·q·(zs − zt − A/Ss)` reverse (the row's logs cancel).
+//! A class at `-inf` in `a` is left out of `A` (a class masked in both rows would otherwise give
+//! `0·(−inf − −inf) = NaN`); a class of `a` that is not, against `b` at `-inf`, makes `A` `+inf`
+//! even where its exp underflows. When T is a small integer, `e^z1 = (e^zs)^T` replaces an exp
+//! by multiplies.
 
 use super::{add_split, ln_f64, ln_sum, scaled, Objective, Sums, KEPT, SUMS};
 use crate::kernels::chunk::{Chunk, LANES};
@@ -24,11 +26,16 @@ const CROSS: usize = 2;
 const REST_1: usize = 3;
 const ONES_1: usize = 4;
 
-/// The objective with KL on or off, CE on or off, and `POW` the integer temperature used to get
-/// `e^z1` from `e^zs` (0: computed; with KL alone, T = 1, 2 or 4 is still passed on, for the
-/// scaling of the logits).
+/// The KL term's direction (`Hinton`'s `KL`): none, forward `KL(p ‖ q)` or reverse `KL(q ‖ p)`.
+pub const NO_KL: u8 = 0;
+pub const FORWARD: u8 = 1;
+pub const REVERSE: u8 = 2;
+
+/// The objective with KL off, forward or reverse, CE on or off, and `POW` the integer
+/// temperature used to get `e^z1` from `e^zs` (0: computed; with KL alone, T = 1, 2 or 4 is
+/// still passed on, for the scaling of the logits).
 #[derive(Clone, Copy, Debug)]
-pub struct Hinton<T, const KL: bool, const CE: bool, const POW: u32> {
+pub struct Hinton<T, const KL: u8, const CE: bool, const POW: u32> {
     inv_t: T,
     inv_t64: f64,
     kl_weight: f64,
@@ -49,7 +56,7 @@ pub struct Weights {
     pub scale: f64,
 }
 
-impl<T: Float, const KL: bool, const CE: bool, const POW: u32> Hinton<T, KL, CE, POW> {
+impl<T: Float, const KL: u8, const CE: bool, const POW: u32> Hinton<T, KL, CE, POW> {
     pub fn new(w: Weights) -> Self {
         // Saturated as `inv_t` is, so that a shift that did not move (0) scales by 0, not NaN.
         let inv_t64 = f64::from_f64_saturating(1.0 / w.temperature);
@@ -64,8 +71,12 @@ impl<T: Float, const KL: bool, const CE: bool, const POW: u32> Hinton<T, KL, CE,
         }
     }
 
+    const HAS_KL: bool = KL != NO_KL;
     /// Whether `e^z1` is computed and kept, rather than rebuilt from `e^zs` as a power.
-    const OWN_E1: bool = CE && !(KL && POW != 0);
+    const OWN_E1: bool = CE && !(Self::HAS_KL && POW != 0);
+    /// Where the KL's sum `A` runs from: the teacher's sum forward, the student's reverse.
+    const SUM_A: usize = if KL == REVERSE { SUM_S } else { SUM_T };
+    const SUM_B: usize = if KL == REVERSE { SUM_T } else { SUM_S };
     #[inline(always)]
     fn sum_1(sums: &Sums) -> f64 {
         sums[ONES_1] + sums[REST_1]
@@ -86,12 +97,16 @@ fn powi<T: Float, const POW: u32>(e: T) -> T {
     }
 }
 
-impl<T: Float, const KL: bool, const CE: bool, const POW: u32> Objective<T>
+impl<T: Float, const KL: u8, const CE: bool, const POW: u32> Objective<T>
     for Hinton<T, KL, CE, POW>
 {
-    const TEACHER: bool = KL;
-    const KEEP: [bool; KEPT] = [KL, KL, Self::OWN_E1];
-    const USED: [bool; SUMS] = [KL, KL, KL, CE, CE, false, false, false];
+    const TEACHER: bool = Self::HAS_KL;
+    // Kept: e^zs, then e^zt forward or zs − zt reverse, then e^z1.
+    const KEEP: [bool; KEPT] = [Self::HAS_KL, Self::HAS_KL, Self::OWN_E1];
+    const USED: [bool; SUMS] = {
+        let k = Self::HAS_KL;
+        [k, k, k, CE, CE, false, false, false]
+    };
 
     #[inline(always)]
     fn stats<L: Level>(
@@ -103,28 +118,34 @@ impl<T: Float, const KL: bool, const CE: bool, const POW: u32> Objective<T>
         acc: &mut [Chunk<T>; SUMS],
     ) -> [Chunk<T>; KEPT] {
         let mut es = [T::ZERO; LANES];
-        let mut et = [T::ZERO; LANES];
+        let mut second = [T::ZERO; LANES];
         let mut e1 = [T::ZERO; LANES];
         let fold = L::FMA && matches!(POW, 1 | 2 | 4);
         let inv_t = self.inv_t;
         for k in 0..LANES {
-            if KL {
+            if Self::HAS_KL {
                 let zs = scaled::<T, L>(s[k], m_s[k], inv_t, fold);
                 let zt = scaled::<T, L>(t[k], m_t[k], inv_t, fold);
                 es[k] = zs.fast_exp::<L>();
-                et[k] = zt.fast_exp::<L>();
+                let et = zt.fast_exp::<L>();
                 acc[SUM_S][k] = acc[SUM_S][k] + es[k];
-                acc[SUM_T][k] = acc[SUM_T][k] + et[k];
-                // A student class at -inf where the teacher's is not costs +inf, even where the
-                // teacher's exp underflowed to 0; a teacher class at -inf costs nothing. NaN
-                // is not -inf, so a NaN teacher still reaches the sum.
-                let d = if zt != T::NEG_INFINITY {
-                    zt - zs
+                acc[SUM_T][k] = acc[SUM_T][k] + et;
+                let (za, zb, ea) = if KL == REVERSE {
+                    (zs, zt, es[k])
+                } else {
+                    (zt, zs, et)
+                };
+                // A class of `a` that is not -inf against `b` at -inf costs +inf, even where
+                // `a`'s exp underflowed to 0; a class of `a` at -inf costs nothing. NaN is not
+                // -inf, so a NaN still reaches the sum.
+                let d = if za != T::NEG_INFINITY {
+                    za - zb
                 } else {
                     T::ZERO
                 };
-                let w = if d == T::INFINITY { T::ONE } else { et[k] };
+                let w = if d == T::INFINITY { T::ONE } else { ea };
                 acc[CROSS][k] = T::madd::<L>(w, d, acc[CROSS][k]);
+                second[k] = if KL == REVERSE { d } else { et };
             }
             if CE {
                 if Self::OWN_E1 {
@@ -148,21 +169,27 @@ impl<T: Float, const KL: bool, const CE: bool, const POW: u32> Objective<T>
                 }
             }
         }
-        [es, et, e1]
+        [es, second, e1]
     }
 
     #[inline(always)]
     fn rescale(&self, sums: Sums, up_s: f64, up_t: f64) -> Sums {
         // zs and zt drop by ds and dt: e^zs scales by e^-ds, e^zt by e^-dt, e^z1 by e^-up_s,
-        // and Σ e^zt (zt − zs) becomes e^-dt (A + (ds − dt) St). S1's 1s are no longer 1s once
+        // and Σ e^za (za − zb) becomes e^-da (A + (db − da) Sa). S1's 1s are no longer 1s once
         // its shift rose: the count joins the rest.
         let (ds, dt) = (up_s * self.inv_t64, up_t * self.inv_t64);
         let mut r = sums;
         let ft = if up_t != 0.0 { (-dt).exp() } else { 1.0 };
+        let fs = if up_s != 0.0 { (-ds).exp() } else { 1.0 };
+        let (fa, da, db) = if KL == REVERSE {
+            (fs, ds, dt)
+        } else {
+            (ft, dt, ds)
+        };
         r[SUM_T] = sums[SUM_T] * ft;
-        r[CROSS] = ft * (sums[CROSS] + (ds - dt) * sums[SUM_T]);
+        r[SUM_S] = sums[SUM_S] * fs;
+        r[CROSS] = fa * (sums[CROSS] + (db - da) * sums[Self::SUM_A]);
         if up_s != 0.0 {
-            r[SUM_S] = sums[SUM_S] * (-ds).exp();
             r[REST_1] = Self::sum_1(&sums) * (-up_s).exp();
             r[ONES_1] = 0.0;
         }
@@ -172,9 +199,9 @@ impl<T: Float, const KL: bool, const CE: bool, const POW: u32> Objective<T>
     #[inline(always)]
     fn loss<L: Level>(&self, sums: &Sums, z_y: f64) -> f64 {
         let mut loss = 0.0;
-        if KL {
-            let (ss, st) = (sums[SUM_S], sums[SUM_T]);
-            loss += self.kl_weight * (sums[CROSS] / st + ln_f64::<L>(ss / st));
+        if Self::HAS_KL {
+            let (sa, sb) = (sums[Self::SUM_A], sums[Self::SUM_B]);
+            loss += self.kl_weight * (sums[CROSS] / sa + ln_f64::<L>(sb / sa));
         }
         if CE {
             let ln_s1 = ln_sum::<L>(sums[ONES_1], sums[REST_1]);
@@ -187,21 +214,30 @@ impl<T: Float, const KL: bool, const CE: bool, const POW: u32> Objective<T>
     fn coeffs<L: Level>(&self, sums: &Sums, down_s: f64, down_t: f64) -> [f64; KEPT] {
         // Most tiles (every one of a short row) are at the row's shifts: no exp to call.
         let scale = |d: f64| if d == 0.0 { 1.0 } else { d.exp() };
-        [
-            self.grad_kl / sums[SUM_S] * scale(down_s * self.inv_t64),
-            self.grad_kl / sums[SUM_T] * scale(down_t * self.inv_t64),
-            self.grad_ce / Self::sum_1(sums) * scale(down_s),
-        ]
+        let (ds, dt) = (down_s * self.inv_t64, down_t * self.inv_t64);
+        let q = self.grad_kl / sums[SUM_S] * scale(ds);
+        let ce = self.grad_ce / Self::sum_1(sums) * scale(down_s);
+        if KL == REVERSE {
+            // gk·q·(zs − zt − A/Ss) at the row's shifts; the tile's zs − zt is lower by
+            // ds − dt.
+            [q, q * (ds - dt - sums[CROSS] / sums[SUM_S]), ce]
+        } else {
+            [q, self.grad_kl / sums[SUM_T] * scale(dt), ce]
+        }
     }
 
     #[inline(always)]
     fn grad_step<L: Level>(&self, c: &[Chunk<T>; KEPT], kept: [&Chunk<T>; KEPT]) -> Chunk<T> {
-        let [es, et, e1] = kept;
+        let [es, second, e1] = kept;
         let mut g = [T::ZERO; LANES];
         for k in 0..LANES {
             let mut v = T::ZERO;
-            if KL {
-                v = T::madd::<L>(c[0][k], es[k], -(c[1][k] * et[k]));
+            if KL == FORWARD {
+                v = T::madd::<L>(c[0][k], es[k], -(c[1][k] * second[k]));
+            } else if KL == REVERSE {
+                // A class with q = 0 gets 0, also when the row's KL is +inf.
+                let r = es[k] * T::madd::<L>(c[0][k], second[k], c[1][k]);
+                v = if es[k] == T::ZERO { T::ZERO } else { r };
             }
             if CE {
                 let e = if Self::OWN_E1 {
@@ -222,24 +258,34 @@ impl<T: Float, const KL: bool, const CE: bool, const POW: u32> Objective<T>
     }
 }
 
-/// Expands `$go!(KL, CE, POW)` for the runtime choice of terms, so that each combination is
-/// its own compiled objective; `$none` is the value when neither term is on.
+/// Expands `$go!(KL, CE, POW)` for the runtime choice of terms (`$kl` one of `NO_KL`,
+/// `FORWARD`, `REVERSE`), so that each combination is its own compiled objective; `$none` is
+/// the value when neither term is on.
 #[macro_export]
 #[doc(hidden)]
 macro_rules! with_hinton_terms {
     ($kl:expr, $ce:expr, $pow:expr, $go:ident, $none:expr) => {
         match ($kl, $ce, $pow) {
-            (true, true, 1) => $go!(true, true, 1),
-            (true, true, 2) => $go!(true, true, 2),
-            (true, true, 3) => $go!(true, true, 3),
-            (true, true, 4) => $go!(true, true, 4),
-            (true, true, _) => $go!(true, true, 0),
-            (true, false, 1) => $go!(true, false, 1),
-            (true, false, 2) => $go!(true, false, 2),
-            (true, false, 4) => $go!(true, false, 4),
-            (true, false, _) => $go!(true, false, 0),
-            (false, true, _) => $go!(false, true, 0),
-            (false, false, _) => $none,
+            (1, true, 1) => $go!(1, true, 1),
+            (1, true, 2) => $go!(1, true, 2),
+            (1, true, 3) => $go!(1, true, 3),
+            (1, true, 4) => $go!(1, true, 4),
+            (1, true, _) => $go!(1, true, 0),
+            (1, false, 1) => $go!(1, false, 1),
+            (1, false, 2) => $go!(1, false, 2),
+            (1, false, 4) => $go!(1, false, 4),
+            (1, false, _) => $go!(1, false, 0),
+            (2, true, 1) => $go!(2, true, 1),
+            (2, true, 2) => $go!(2, true, 2),
+            (2, true, 3) => $go!(2, true, 3),
+            (2, true, 4) => $go!(2, true, 4),
+            (2, true, _) => $go!(2, true, 0),
+            (2, false, 1) => $go!(2, false, 1),
+            (2, false, 2) => $go!(2, false, 2),
+            (2, false, 4) => $go!(2, false, 4),
+            (2, false, _) => $go!(2, false, 0),
+            (_, true, _) => $go!(0, true, 0),
+            (_, false, _) => $none,
         }
     };
 }
