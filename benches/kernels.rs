@@ -99,7 +99,7 @@ fn thread_counts() -> Vec<usize> {
 }
 
 fn config() -> Distillation {
-    Distillation::new(TEMPERATURE, ALPHA, Reduction::Mean, -100).expect("valid settings")
+    Distillation::new(TEMPERATURE, ALPHA, Reduction::Mean, Some(-100)).expect("valid settings")
 }
 
 fn small_group<'a>(c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, WallTime> {
@@ -184,7 +184,7 @@ fn kernel_benches(c: &mut Criterion) {
                     black_box(x.student.view()),
                     x.labels.view(),
                     Reduction::Mean,
-                    -100,
+                    Some(-100),
                 )
                 .expect("valid inputs");
                 black_box(loss)

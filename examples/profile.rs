@@ -30,7 +30,7 @@ fn time<T: Float>() {
         T::from_f64(((i * 7 + j * 13) % 1000) as f64 / 250.0)
     });
     let y = Array1::from_shape_fn(b, |i| (i * 97 % c) as i64);
-    let cfg = Distillation::new(2.0, 0.5, Reduction::Mean, -100).unwrap();
+    let cfg = Distillation::new(2.0, 0.5, Reduction::Mean, Some(-100)).unwrap();
     // Aligned to a cache line, as NumPy's arrays of this size are.
     let mut buf = vec![T::ZERO; b * c + 16];
     let skew = buf.as_ptr().align_offset(64);

@@ -48,7 +48,7 @@ impl Settings {
     #[new]
     fn new(temperature: f64, alpha: f64, reduction: &str, ignore_index: i64) -> PyResult<Self> {
         let reduction = Reduction::parse(reduction)?;
-        let cfg = Distillation::new(temperature, alpha, reduction, ignore_index)?;
+        let cfg = Distillation::new(temperature, alpha, reduction, Some(ignore_index))?;
         Ok(Settings { cfg })
     }
 
@@ -68,8 +68,12 @@ impl Settings {
     }
 
     #[getter]
-    fn ignore_index(&self) -> i64 {
-        self.cfg.ignore_index
+    fn ignore_index(&self) -> PyResult<i64> {
+        // Python's settings always have one (`new` sets it).
+        Ok(self
+            .cfg
+            .ignore_index
+            .ok_or_else(|| KdError::internal("Settings without an ignore_index"))?)
     }
 }
 
@@ -373,7 +377,7 @@ fn cross_entropy_typed<'py, T: Float + Element>(
     let lv = flat_labels(&ld, xd.shape())?;
     let (xv, lv) = (xv.view(), lv.view());
     let loss = compute(py, xv.len(), || {
-        kernels::cross_entropy(xv, lv, reduction, ignore_index)
+        kernels::cross_entropy(xv, lv, reduction, Some(ignore_index))
     })?;
     loss_to_py(py, loss, xd.shape())
 }
@@ -398,7 +402,7 @@ pub fn cross_entropy<'py>(
 /// (Python ints beyond 64 bits, uint64 beyond int64): the same words as every other label.
 #[pyfunction]
 pub fn label_error(classes: usize, ignore_index: i64, got: &str) -> String {
-    kernels::label_range_error(classes, ignore_index, got).to_string()
+    kernels::label_range_error(classes, Some(ignore_index), got).to_string()
 }
 
 fn softmax_typed<'py, T: Float + Element>(

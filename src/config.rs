@@ -73,7 +73,15 @@ pub fn check_thread_count(n: usize) -> Result<(), KdError> {
     }
 }
 
-/// Sets the number of threads later calls use.
+/// Sets the number of threads later calls use (from 1 to 1024), in every thread of the
+/// process. Results do not depend on it.
+///
+/// ```
+/// kdloss::set_num_threads(2)?;
+/// assert_eq!(kdloss::num_threads()?, 2);
+/// assert!(kdloss::set_num_threads(0).is_err());
+/// # Ok::<(), kdloss::Error>(())
+/// ```
 pub fn set_num_threads(n: usize) -> Result<(), KdError> {
     check_thread_count(n)?;
     if THREADS.swap(n, Ordering::AcqRel) != n {
@@ -111,7 +119,13 @@ pub fn swap_local_threads(n: Option<usize>) -> Result<Option<usize>, KdError> {
 }
 
 /// The number of threads calls made from this thread use: its own count if it has one
-/// (`swap_local_threads`), else the process's.
+/// (`swap_local_threads`), else the process's, which is `KDLOSS_NUM_THREADS` or one per core
+/// until `set_num_threads` changes it.
+///
+/// # Errors
+///
+/// `Error::Value` when `KDLOSS_NUM_THREADS` is set to something other than a count from 1 to
+/// 1024.
 pub fn num_threads() -> Result<usize, KdError> {
     let local = LOCAL_THREADS.with(Cell::get);
     if local > 0 {

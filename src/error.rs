@@ -1,36 +1,47 @@
-//! The one error type of kdloss. Kernels report bad input through it; the binding layer turns
-//! it into a Python exception in one place (`From<KdError> for PyErr`).
+//! The one error type of kdloss. Kernels report bad input through it; the Rust API returns it
+//! as `kdloss::Error`, and the binding layer turns it into a Python exception in one place
+//! (`From<KdError> for PyErr`).
 
 use std::fmt;
 
 /// A rejected input, with a message that names the argument and the offending value.
+///
+/// ```
+/// let err = kdloss::DistillationLoss::new(2.0, 1.5).unwrap_err();
+/// assert!(matches!(err, kdloss::Error::Value(_)));
+/// assert_eq!(err.to_string(), "alpha must be in [0, 1], got 1.5");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum KdError {
-    /// A value of the right type that is out of range or of the wrong shape (`ValueError`).
+    /// A value of the right type that is out of range or of the wrong shape (a
+    /// `ValueError` in Python).
     Value(String),
-    /// A value of the wrong type or dtype (`TypeError`).
+    /// A value of the wrong type or dtype (a `TypeError` in Python).
     Type(String),
-    /// Memory the system could not give (`MemoryError`).
+    /// Memory the system could not give (a `MemoryError` in Python).
     Memory(String),
-    /// A broken internal invariant, never the caller's input (`RuntimeError`).
+    /// A broken internal invariant, never the caller's input (a `RuntimeError` in Python).
     Internal(String),
 }
 
 impl KdError {
-    pub fn value(msg: impl Into<String>) -> Self {
+    pub(crate) fn value(msg: impl Into<String>) -> Self {
         KdError::Value(msg.into())
     }
 
-    pub fn type_(msg: impl Into<String>) -> Self {
+    #[cfg(feature = "python")]
+    pub(crate) fn type_(msg: impl Into<String>) -> Self {
         KdError::Type(msg.into())
     }
 
-    pub fn memory(msg: impl Into<String>) -> Self {
+    #[cfg(feature = "python")]
+    pub(crate) fn memory(msg: impl Into<String>) -> Self {
         KdError::Memory(msg.into())
     }
 
     /// A failure that is kdloss's fault; the message says what broke.
-    pub fn internal(msg: impl Into<String>) -> Self {
+    pub(crate) fn internal(msg: impl Into<String>) -> Self {
         KdError::Internal(format!("kdloss internal error: {}", msg.into()))
     }
 }

@@ -111,11 +111,48 @@ pub fn check_out_len(len: usize, rows: usize, classes: usize) -> Result<(), KdEr
     Ok(())
 }
 
-/// The message for a label outside `[0, classes)` that is not `ignore_index`.
-pub fn label_range_error(classes: usize, ignore_index: i64, got: impl Display) -> KdError {
-    KdError::value(format!(
-        "labels must be in [0, {classes}) or equal ignore_index ({ignore_index}), got {got}"
-    ))
+/// The message for a label outside `[0, classes)` that is not `ignore_index` (when there is
+/// one).
+pub fn label_range_error(classes: usize, ignore_index: Option<i64>, got: impl Display) -> KdError {
+    match ignore_index {
+        Some(ignore_index) => KdError::value(format!(
+            "labels must be in [0, {classes}) or equal ignore_index ({ignore_index}), got {got}"
+        )),
+        None => KdError::value(format!("labels must be in [0, {classes}), got {got}")),
+    }
+}
+
+/// Where a bad label is, for `label_range_error`.
+fn at_flat_index(y: impl Display, i: usize) -> String {
+    format!("{y} at flat index {i}")
+}
+
+/// An `ignore_index` given as a class index, as the kernels' int64 label value.
+pub fn check_ignore_index(index: usize) -> Result<i64, KdError> {
+    i64::try_from(index).map_err(|_| {
+        KdError::value(format!(
+            "ignore_index must be at most {}, got {index}",
+            i64::MAX
+        ))
+    })
+}
+
+/// Class indices as the kernels' int64 labels. An index beyond int64 is beyond any array's
+/// classes, so it is refused here as out of range; every other label is checked by
+/// `check_labels`.
+pub fn label_indices(
+    labels: &[usize],
+    classes: usize,
+    ignore_index: Option<i64>,
+) -> Result<Vec<i64>, KdError> {
+    labels
+        .iter()
+        .enumerate()
+        .map(|(i, &y)| {
+            i64::try_from(y)
+                .map_err(|_| label_range_error(classes, ignore_index, at_flat_index(y, i)))
+        })
+        .collect()
 }
 
 /// Checks every label against `[0, classes)` or `ignore_index` and returns how many rows
@@ -124,7 +161,7 @@ pub fn check_labels(
     labels: &ArrayView1<i64>,
     rows: usize,
     classes: usize,
-    ignore_index: i64,
+    ignore_index: Option<i64>,
 ) -> Result<usize, KdError> {
     if labels.len() != rows {
         return Err(KdError::value(format!(
@@ -134,14 +171,14 @@ pub fn check_labels(
     }
     let mut counted = 0;
     for (i, &y) in labels.iter().enumerate() {
-        if y == ignore_index {
+        if Some(y) == ignore_index {
             continue;
         }
         if y < 0 || y as u64 >= classes as u64 {
             return Err(label_range_error(
                 classes,
                 ignore_index,
-                format_args!("{y} at flat index {i}"),
+                at_flat_index(y, i),
             ));
         }
         counted += 1;

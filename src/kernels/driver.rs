@@ -35,8 +35,14 @@ pub(crate) struct Rows<'a, T> {
     pub s: ArrayView2<'a, T>,
     pub t: ArrayView2<'a, T>,
     pub labels: Option<ArrayView1<'a, i64>>,
-    pub ignore_index: i64,
+    pub ignore_index: Option<i64>,
     pub level: Simd,
+}
+
+/// Whether a row of `label` is left out: it has a label, and that label is `ignore_index`.
+#[inline]
+fn is_ignored(label: Option<i64>, ignore_index: Option<i64>) -> bool {
+    label.is_some() && label == ignore_index
 }
 
 /// Runs `obj` over every row of `rows`, writing each row's loss into `partials` and its
@@ -68,7 +74,7 @@ pub(crate) fn drive<T: Float, O: Objective<T>>(
     let (grad, ready) = grad.map(Out::split).unzip();
     for_each_row(c, partials, grad, |scratch: &mut Scratch<T>, i, p, g| {
         let label = labels.as_ref().map(|l| l[i]);
-        if label == Some(ignore_index) {
+        if is_ignored(label, ignore_index) {
             if let Some(g) = g {
                 out::zero(g);
             }
@@ -160,7 +166,7 @@ fn drive_small<T: Float, O: Objective<T>>(
                 }
                 // Checked by `check_labels`: 0 <= y < c unless ignored.
                 label[k] = labels.as_ref().map(|l| l[r0 + k]);
-                if let Some(y) = label[k].filter(|&y| y != ignore_index) {
+                if let Some(y) = label[k].filter(|&y| Some(y) != ignore_index) {
                     s_y[k] = s_cols[y as usize][k];
                 }
             }
@@ -176,7 +182,7 @@ fn drive_small<T: Float, O: Objective<T>>(
                 },
             );
             for k in 0..n {
-                let ignored = label[k] == Some(ignore_index);
+                let ignored = is_ignored(label[k], ignore_index);
                 ps[k] = if ignored { 0.0 } else { losses[k] };
                 if let Some(g) = g.as_deref_mut() {
                     let row = &mut g[k * c..(k + 1) * c];
@@ -209,7 +215,7 @@ pub(crate) struct Job {
     pub ce_weight: f64,
     pub temperature: f64,
     pub reduction: Reduction,
-    pub ignore_index: i64,
+    pub ignore_index: Option<i64>,
     pub level: Simd,
 }
 

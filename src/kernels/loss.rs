@@ -19,7 +19,8 @@ pub struct Distillation {
     pub temperature: f64,
     pub alpha: f64,
     pub reduction: Reduction,
-    pub ignore_index: i64,
+    /// The label of rows that count in neither term; `None`: every row counts.
+    pub ignore_index: Option<i64>,
     pub divergence: Divergence,
 }
 
@@ -48,7 +49,7 @@ impl Distillation {
         temperature: f64,
         alpha: f64,
         reduction: Reduction,
-        ignore_index: i64,
+        ignore_index: Option<i64>,
     ) -> Result<Self, KdError> {
         check_temperature(temperature)?;
         check_alpha(alpha)?;
@@ -119,19 +120,19 @@ pub fn kl_divergence<T: Float>(
         ce_weight: 0.0,
         temperature,
         reduction,
-        ignore_index: 0,
+        ignore_index: None,
         level: simd::active(),
     };
     run(job, student, teacher, None, None)
 }
 
-/// Cross-entropy `logsumexp(x) − x[y]` per row, reduced; rows labelled `ignore_index` do not
-/// count.
+/// Cross-entropy `logsumexp(x) − x[y]` per row, reduced; rows labelled `ignore_index` (when
+/// there is one) do not count.
 pub fn cross_entropy<T: Float>(
     logits: ArrayView2<T>,
     labels: ArrayView1<i64>,
     reduction: Reduction,
-    ignore_index: i64,
+    ignore_index: Option<i64>,
 ) -> Result<Loss<T>, KdError> {
     let job = Job {
         subject: "logits",
@@ -249,7 +250,7 @@ mod tests {
                 ((r * 7) % labelled) as i64
             }
         });
-        let cfg = Distillation::new(temp, alpha, Reduction::Sum, -100)
+        let cfg = Distillation::new(temp, alpha, Reduction::Sum, Some(-100))
             .unwrap()
             .with_divergence(divergence);
         let mut grad = vec![T::ZERO; rows * c];

@@ -37,7 +37,7 @@ pub fn softmax_into_at<T: Float>(
         s: x,
         t: x,
         labels: None,
-        ignore_index: 0,
+        ignore_index: None,
         level,
     };
     let mut unused = vec![0.0; x.nrows()];
