@@ -77,6 +77,7 @@ pub struct DistillationLoss {
     reduction: Reduction,
     ignore_index: Option<usize>,
     divergence: Divergence,
+    t2_scale: bool,
 }
 
 impl DistillationLoss {
@@ -109,6 +110,7 @@ impl DistillationLoss {
             reduction: Reduction::Mean,
             ignore_index: None,
             divergence: cfg.divergence,
+            t2_scale: cfg.t2_scale,
         })
     }
 
@@ -159,6 +161,29 @@ impl DistillationLoss {
     #[must_use]
     pub fn with_divergence(self, divergence: Divergence) -> Self {
         DistillationLoss { divergence, ..self }
+    }
+
+    /// The same loss with the distillation term multiplied by `T²` (`true`, the default:
+    /// Hinton's loss) or not (TRL's, Liger Kernel's and DistiLLM's convention).
+    ///
+    /// ```
+    /// use kdloss::DistillationLoss;
+    /// use ndarray::array;
+    ///
+    /// let (s, t) = (array![[1.0_f64, 0.0, -1.0]], array![[0.0_f64, 0.5, 2.0]]);
+    /// let hinton = DistillationLoss::new(2.0, 1.0)?.forward(&s, &t, &[0])?;
+    /// let plain = DistillationLoss::new(2.0, 1.0)?.with_t2_scale(false).forward(&s, &t, &[0])?;
+    /// assert!((hinton - 4.0 * plain).abs() < 1e-15);
+    /// # Ok::<(), kdloss::Error>(())
+    /// ```
+    #[must_use]
+    pub fn with_t2_scale(self, t2_scale: bool) -> Self {
+        DistillationLoss { t2_scale, ..self }
+    }
+
+    /// Whether the distillation term is multiplied by `T²`.
+    pub fn t2_scale(&self) -> bool {
+        self.t2_scale
     }
 
     /// The temperature `T`.
@@ -331,6 +356,7 @@ impl DistillationLoss {
             reduction,
             ignore_index,
             divergence: self.divergence,
+            t2_scale: self.t2_scale,
         };
         kernels::distillation(&cfg, s, t, Some(ArrayView1::from(&labels)), grad)
     }
@@ -430,8 +456,13 @@ pub fn cross_entropy<'a, T: Element>(
 ) -> Result<T, Error> {
     let x = logits.into();
     let labels = check::label_indices(labels, x.ncols(), None)?;
-    let loss =
-        kernels::cross_entropy(x, ArrayView1::from(&labels), kernels::Reduction::Mean, None)?;
+    let loss = kernels::cross_entropy(
+        x,
+        ArrayView1::from(&labels),
+        kernels::Reduction::Mean,
+        None,
+        Default::default(),
+    )?;
     scalar(loss)
 }
 

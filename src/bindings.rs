@@ -19,7 +19,10 @@ use pyo3::types::{PyDict, PyFloat};
 
 use crate::config;
 use crate::error::KdError;
-use crate::kernels::{self, simd, Distillation, Float, Loss, Out, PyShape, Reduction, Simd};
+use crate::kernels::{
+    self, simd, Count, Distillation, Divergence, Float, Loss, Normalizer, Out, Parts, PyShape,
+    Reduction, Selection, Simd,
+};
 use crate::output_cache;
 
 /// Below this many elements the GIL is kept: releasing and re-taking it costs more than the
@@ -41,15 +44,55 @@ pub enum Logits<'py> {
 #[pyclass(frozen, module = "kdloss._core")]
 pub struct Settings {
     cfg: Distillation,
+    /// As given (the divergence keeps the one it uses).
+    beta: f64,
+    skew: f64,
 }
 
 #[pymethods]
 impl Settings {
     #[new]
-    fn new(temperature: f64, alpha: f64, reduction: &str, ignore_index: i64) -> PyResult<Self> {
+    #[pyo3(signature = (
+        temperature, alpha, reduction, ignore_index, divergence="forward_kl", beta=0.5, skew=0.1,
+        t2_scale=true
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        temperature: f64,
+        alpha: f64,
+        reduction: &str,
+        ignore_index: i64,
+        divergence: &str,
+        beta: f64,
+        skew: f64,
+        t2_scale: bool,
+    ) -> PyResult<Self> {
         let reduction = Reduction::parse(reduction)?;
-        let cfg = Distillation::new(temperature, alpha, reduction, Some(ignore_index))?;
-        Ok(Settings { cfg })
+        let divergence = Divergence::parse(divergence, beta, skew)?;
+        let cfg = Distillation::new(temperature, alpha, reduction, Some(ignore_index))?
+            .with_divergence(divergence)
+            .with_t2_scale(t2_scale);
+        Ok(Settings { cfg, beta, skew })
+    }
+
+    #[getter]
+    fn divergence(&self) -> &'static str {
+        self.cfg.divergence.name()
+    }
+
+    #[getter]
+    fn beta(&self) -> f64 {
+        self.beta
+    }
+
+    #[getter]
+    fn skew(&self) -> f64 {
+        self.skew
+    }
+
+    #[getter]
+    fn t2_scale(&self) -> bool {
+        self.cfg.t2_scale
     }
 
     #[getter]
@@ -113,15 +156,16 @@ fn pair<'a, T: Clone>(
     Ok((sv, matrix(t, "teacher_logits")?))
 }
 
-/// Labels of the logits' row shape as one flat vector (a view when the strides allow one).
-fn flat_labels<'a>(
-    labels: &'a ArrayViewD<'a, i64>,
+/// `x` (`labels`, `mask`: one entry per row of the logits, in their row shape) as one flat
+/// vector (a view when the strides allow one).
+fn flat_rows<'a, E: Clone>(
+    x: &'a ArrayViewD<'a, E>,
+    name: &str,
     logits_shape: &[usize],
-) -> Result<CowArray<'a, i64, Ix1>, KdError> {
-    kernels::check_labels_shape(labels.shape(), logits_shape)?;
-    labels
-        .to_shape(labels.len())
-        .map_err(|e| KdError::internal(format!("cannot flatten labels: {e}")))
+) -> Result<CowArray<'a, E, Ix1>, KdError> {
+    kernels::check_row_shape(name, x.shape(), logits_shape)?;
+    x.to_shape(x.len())
+        .map_err(|e| KdError::internal(format!("cannot flatten {name}: {e}")))
 }
 
 /// A kernel's loss for Python: a float, or an array of the logits' row shape.
@@ -132,12 +176,7 @@ fn loss_to_py<'py, T: Float + Element>(
 ) -> PyResult<Bound<'py, PyAny>> {
     match loss {
         Loss::Scalar(v) => Ok(PyFloat::new(py, v).into_any()),
-        Loss::Rows(v) => {
-            let rows = &logits_shape[..logits_shape.len() - 1];
-            let a = ArrayD::from_shape_vec(IxDyn(rows), v)
-                .map_err(|e| KdError::internal(format!("per-row losses: {e}")))?;
-            Ok(a.into_pyarray(py).into_any())
-        }
+        Loss::Rows(v) => rows_to_py(py, v, logits_shape),
     }
 }
 
@@ -280,41 +319,132 @@ fn fill_out<T: Float + Element, R>(
     fill(Out::new(g))
 }
 
+/// What a loss call takes besides the logits and its settings.
+pub struct CallArgs<'py> {
+    labels: Option<PyReadonlyArrayDyn<'py, i64>>,
+    mask: Option<PyReadonlyArrayDyn<'py, bool>>,
+    normalizer: Option<Normalizer>,
+    with_grad: bool,
+    out: Option<Bound<'py, PyAny>>,
+    components: bool,
+}
+
+/// `normalizer` as Python passes it: a float, or a pair `(n_div, n_ce)`.
+fn normalizer(n: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Normalizer>> {
+    let Some(n) = n else { return Ok(None) };
+    Ok(Some(match n.extract::<(f64, f64)>() {
+        Ok((div, ce)) => Normalizer::split(div, ce)?,
+        Err(_) => Normalizer::new(n.extract::<f64>()?)?,
+    }))
+}
+
+/// Per-row values for Python: an array of the logits' row shape.
+fn rows_to_py<'py, E: Element>(
+    py: Python<'py>,
+    v: Vec<E>,
+    logits_shape: &[usize],
+) -> PyResult<Bound<'py, PyAny>> {
+    let rows = &logits_shape[..logits_shape.len() - 1];
+    let a = ArrayD::from_shape_vec(IxDyn(rows), v)
+        .map_err(|e| KdError::internal(format!("per-row values: {e}")))?;
+    Ok(a.into_pyarray(py).into_any())
+}
+
+/// A loss's parts for Python: `(loss, divergence, cross_entropy, count, weight_sum)`.
+fn parts_to_py<'py, T: Float + Element>(
+    py: Python<'py>,
+    parts: Parts<T>,
+    logits_shape: &[usize],
+) -> PyResult<Bound<'py, PyAny>> {
+    let count = match parts.count {
+        Count::Scalar(n) => n.into_pyobject(py)?.into_any(),
+        Count::Rows(v) => rows_to_py(py, v, logits_shape)?,
+    };
+    let items = [
+        loss_to_py(py, parts.loss, logits_shape)?,
+        loss_to_py(py, parts.divergence, logits_shape)?,
+        loss_to_py(py, parts.cross_entropy, logits_shape)?,
+        count,
+        loss_to_py(py, parts.weight_sum, logits_shape)?,
+    ];
+    Ok(pyo3::types::PyTuple::new(py, items)?.into_any())
+}
+
 fn distill_typed<'py, T: Float + Element>(
     py: Python<'py>,
     cfg: Distillation,
     s: PyReadonlyArrayDyn<'py, T>,
     t: PyReadonlyArrayDyn<'py, T>,
-    labels: Option<PyReadonlyArrayDyn<'py, i64>>,
-    with_grad: bool,
-    out: Option<Bound<'py, PyAny>>,
+    args: CallArgs<'py>,
 ) -> PyResult<LossAndGrad<'py>> {
     let (sd, td) = (s.as_array(), t.as_array());
     let shape = sd.shape().to_vec();
     let (sv, tv) = pair(&sd, &td)?;
-    let ld = labels.as_ref().map(|l| l.as_array());
-    let lv = ld.as_ref().map(|l| flat_labels(l, &shape)).transpose()?;
+    let ld = args.labels.as_ref().map(|l| l.as_array());
+    let lv = ld
+        .as_ref()
+        .map(|l| flat_rows(l, "labels", &shape))
+        .transpose()?;
+    let md = args.mask.as_ref().map(|m| m.as_array());
+    let mv = md
+        .as_ref()
+        .map(|m| flat_rows(m, "mask", &shape))
+        .transpose()?;
     let (sv, tv): (ArrayView2<T>, ArrayView2<T>) = (sv.view(), tv.view());
     let lv: Option<ArrayView1<i64>> = lv.as_ref().map(|l| l.view());
-    let run = |g: Option<Out<'_, T>>| {
-        compute(py, sv.len(), || kernels::distillation(&cfg, sv, tv, lv, g))
+    let selection = Selection {
+        mask: mv.as_ref().map(|m| m.view()),
+        normalizer: args.normalizer,
     };
-    if !with_grad {
-        return Ok((loss_to_py(py, run(None)?, &shape)?, None));
+    let level = simd::active();
+    let run = |g: Option<Out<'_, T>>| {
+        compute(py, sv.len(), || {
+            kernels::distillation_parts_at(level, &cfg, sv, tv, lv, selection, g)
+        })
+    };
+    let result = |parts: Parts<T>| {
+        if args.components {
+            parts_to_py(py, parts, &shape)
+        } else {
+            loss_to_py(py, parts.loss, &shape)
+        }
+    };
+    if !args.with_grad {
+        return Ok((result(run(None)?)?, None));
     }
-    let (loss, grad) = match out {
+    let (parts, grad) = match args.out {
         None => fresh_output::<T, _>(py, &shape, |g| Ok(run(Some(g))?))?,
         Some(out) => {
             let grad = output::<T>(&shape, out)?;
             (fill_out(&grad, |g| Ok(run(Some(g))?))?, grad)
         }
     };
-    Ok((loss_to_py(py, loss, &shape)?, Some(grad.into_any())))
+    Ok((result(parts)?, Some(grad.into_any())))
 }
 
-/// The distillation loss, and with `with_grad` also d(loss)/d(student) (into `out` if given).
+/// Runs a loss of `cfg` on a pair of logits of either dtype.
+fn distill_any<'py>(
+    py: Python<'py>,
+    cfg: Distillation,
+    student: Logits<'py>,
+    teacher: Logits<'py>,
+    args: CallArgs<'py>,
+) -> PyResult<LossAndGrad<'py>> {
+    match (student, teacher) {
+        (Logits::F32(s), Logits::F32(t)) => distill_typed(py, cfg, s, t, args),
+        (Logits::F64(s), Logits::F64(t)) => distill_typed(py, cfg, s, t, args),
+        _ => Err(mismatched_dtypes()),
+    }
+}
+
+/// The distillation loss, and with `with_grad` also d(loss)/d(student) (into `out` if given);
+/// with `components`, the loss's parts in place of the loss.
 #[pyfunction]
-#[pyo3(signature = (settings, student, teacher, labels=None, with_grad=false, out=None))]
+#[pyo3(signature = (
+    settings, student, teacher, labels=None, with_grad=false, out=None, mask=None,
+    normalizer=None, components=false
+))]
+#[allow(clippy::too_many_arguments)]
 pub fn distillation<'py>(
     py: Python<'py>,
     settings: &Bound<'py, Settings>,
@@ -323,13 +453,52 @@ pub fn distillation<'py>(
     labels: Option<PyReadonlyArrayDyn<'py, i64>>,
     with_grad: bool,
     out: Option<Bound<'py, PyAny>>,
+    mask: Option<PyReadonlyArrayDyn<'py, bool>>,
+    normalizer: Option<Bound<'py, PyAny>>,
+    components: bool,
 ) -> PyResult<LossAndGrad<'py>> {
-    let cfg = settings.get().cfg;
-    match (student, teacher) {
-        (Logits::F32(s), Logits::F32(t)) => distill_typed(py, cfg, s, t, labels, with_grad, out),
-        (Logits::F64(s), Logits::F64(t)) => distill_typed(py, cfg, s, t, labels, with_grad, out),
-        _ => Err(mismatched_dtypes()),
-    }
+    let args = CallArgs {
+        labels,
+        mask,
+        normalizer: self::normalizer(normalizer.as_ref())?,
+        with_grad,
+        out,
+        components,
+    };
+    distill_any(py, settings.get().cfg, student, teacher, args)
+}
+
+/// One divergence of `student` against `teacher` at `temperature` (no `T²`, no cross-entropy),
+/// reduced over the rows `mask` keeps.
+#[pyfunction]
+#[pyo3(signature = (
+    student, teacher, kind, temperature, beta, skew, reduction, mask=None, normalizer=None
+))]
+#[allow(clippy::too_many_arguments)]
+pub fn divergence<'py>(
+    py: Python<'py>,
+    student: Logits<'py>,
+    teacher: Logits<'py>,
+    kind: &str,
+    temperature: f64,
+    beta: f64,
+    skew: f64,
+    reduction: &str,
+    mask: Option<PyReadonlyArrayDyn<'py, bool>>,
+    normalizer: Option<f64>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let cfg = Distillation::new(temperature, 1.0, Reduction::parse(reduction)?, None)?
+        .with_divergence(Divergence::parse(kind, beta, skew)?)
+        .with_t2_scale(false);
+    let args = CallArgs {
+        labels: None,
+        mask,
+        normalizer: normalizer.map(Normalizer::new).transpose()?,
+        with_grad: false,
+        out: None,
+        components: false,
+    };
+    Ok(distill_any(py, cfg, student, teacher, args)?.0)
 }
 
 fn kl_typed<'py, T: Float + Element>(
@@ -371,30 +540,51 @@ fn cross_entropy_typed<'py, T: Float + Element>(
     labels: PyReadonlyArrayDyn<'py, i64>,
     reduction: Reduction,
     ignore_index: i64,
+    args: CallArgs<'py>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let (xd, ld) = (logits.as_array(), labels.as_array());
     let xv = matrix(&xd, "logits")?;
-    let lv = flat_labels(&ld, xd.shape())?;
+    let lv = flat_rows(&ld, "labels", xd.shape())?;
+    let md = args.mask.as_ref().map(|m| m.as_array());
+    let mv = md
+        .as_ref()
+        .map(|m| flat_rows(m, "mask", xd.shape()))
+        .transpose()?;
     let (xv, lv) = (xv.view(), lv.view());
+    let selection = Selection {
+        mask: mv.as_ref().map(|m| m.view()),
+        normalizer: args.normalizer,
+    };
     let loss = compute(py, xv.len(), || {
-        kernels::cross_entropy(xv, lv, reduction, Some(ignore_index))
+        kernels::cross_entropy(xv, lv, reduction, Some(ignore_index), selection)
     })?;
     loss_to_py(py, loss, xd.shape())
 }
 
 /// Cross-entropy of `logits` against `labels`, reduced over the rows that count.
 #[pyfunction]
+#[pyo3(signature = (logits, labels, reduction, ignore_index, mask=None, normalizer=None))]
 pub fn cross_entropy<'py>(
     py: Python<'py>,
     logits: Logits<'py>,
     labels: PyReadonlyArrayDyn<'py, i64>,
     reduction: &str,
     ignore_index: i64,
+    mask: Option<PyReadonlyArrayDyn<'py, bool>>,
+    normalizer: Option<f64>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let reduction = Reduction::parse(reduction)?;
+    let args = CallArgs {
+        labels: None,
+        mask,
+        normalizer: normalizer.map(Normalizer::new).transpose()?,
+        with_grad: false,
+        out: None,
+        components: false,
+    };
     match logits {
-        Logits::F32(x) => cross_entropy_typed(py, x, labels, reduction, ignore_index),
-        Logits::F64(x) => cross_entropy_typed(py, x, labels, reduction, ignore_index),
+        Logits::F32(x) => cross_entropy_typed(py, x, labels, reduction, ignore_index, args),
+        Logits::F64(x) => cross_entropy_typed(py, x, labels, reduction, ignore_index, args),
     }
 }
 

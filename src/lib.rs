@@ -66,9 +66,9 @@ mod bindings;
 mod _core {
     #[pymodule_export]
     use crate::bindings::{
-        build_info, cached_bytes, check_num_threads, cross_entropy, distillation, empty_cache,
-        get_num_threads, kl_divergence, label_error, probe_bandwidth, probe_exp, set_num_threads,
-        set_simd, softmax, swap_local_threads, OutputBuffer, Settings,
+        build_info, cached_bytes, check_num_threads, cross_entropy, distillation, divergence,
+        empty_cache, get_num_threads, kl_divergence, label_error, probe_bandwidth, probe_exp,
+        set_num_threads, set_simd, softmax, swap_local_threads, OutputBuffer, Settings,
     };
 
     use pyo3::exceptions::PyRuntimeWarning;

@@ -18,10 +18,12 @@ from typing import Any
 from . import _core, reference
 from .components import Components
 from .functional import (
+    DIVERGENCES,
     _is_int,
     cross_entropy,
     distillation_loss,
     distillation_loss_and_grad,
+    divergence,
     kl_divergence,
     log_softmax,
     softmax,
@@ -29,6 +31,7 @@ from .functional import (
 from .loss import DistillationLoss
 
 __all__ = [
+    "DIVERGENCES",
     "Components",
     "DistillationLoss",
     "__version__",
@@ -36,6 +39,7 @@ __all__ = [
     "cross_entropy",
     "distillation_loss",
     "distillation_loss_and_grad",
+    "divergence",
     "empty_cache",
     "get_num_threads",
     "kl_divergence",

@@ -12,6 +12,7 @@ __all__ = [
     "check_num_threads",
     "cross_entropy",
     "distillation",
+    "divergence",
     "empty_cache",
     "get_num_threads",
     "kl_divergence",
@@ -30,8 +31,24 @@ _Loss = float | NDArray[np.floating[Any]]
 @final
 class Settings:
     def __new__(
-        cls, temperature: float, alpha: float, reduction: str, ignore_index: int
+        cls,
+        temperature: float,
+        alpha: float,
+        reduction: str,
+        ignore_index: int,
+        divergence: str = "forward_kl",
+        beta: float = 0.5,
+        skew: float = 0.1,
+        t2_scale: bool = True,
     ) -> Settings: ...
+    @property
+    def divergence(self) -> str: ...
+    @property
+    def beta(self) -> float: ...
+    @property
+    def skew(self) -> float: ...
+    @property
+    def t2_scale(self) -> bool: ...
     @property
     def temperature(self) -> float: ...
     @property
@@ -48,7 +65,21 @@ def distillation(
     labels: NDArray[np.int64] | None = None,
     with_grad: bool = False,
     out: object = None,
-) -> tuple[_Loss, NDArray[np.floating[Any]] | None]: ...
+    mask: NDArray[np.bool_] | None = None,
+    normalizer: float | tuple[float, float] | None = None,
+    components: bool = False,
+) -> tuple[Any, NDArray[np.floating[Any]] | None]: ...
+def divergence(
+    student: NDArray[np.floating[Any]],
+    teacher: NDArray[np.floating[Any]],
+    kind: str,
+    temperature: float,
+    beta: float,
+    skew: float,
+    reduction: str,
+    mask: NDArray[np.bool_] | None = None,
+    normalizer: float | None = None,
+) -> _Loss: ...
 def kl_divergence(
     student: NDArray[np.floating[Any]],
     teacher: NDArray[np.floating[Any]],
@@ -60,6 +91,8 @@ def cross_entropy(
     labels: NDArray[np.int64],
     reduction: str,
     ignore_index: int,
+    mask: NDArray[np.bool_] | None = None,
+    normalizer: float | None = None,
 ) -> _Loss: ...
 def softmax(
     x: NDArray[np.floating[Any]], temperature: float, log: bool

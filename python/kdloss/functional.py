@@ -20,17 +20,25 @@ from numpy.typing import ArrayLike, NDArray
 
 from . import _core
 from ._arrays import as_array, as_out
+from .components import Components
 
 __all__ = [
+    "DIVERGENCES",
     "cross_entropy",
     "distillation_loss",
     "distillation_loss_and_grad",
+    "divergence",
     "kl_divergence",
     "log_softmax",
     "softmax",
 ]
 
+#: The divergences ``divergence=`` (and :func:`divergence`'s ``kind``) names.
+DIVERGENCES = ("forward_kl", "reverse_kl")
+
 Loss = Union[float, NDArray[np.floating[Any]]]
+#: ``normalizer=``: one divisor of both terms' sums, or ``(n_div, n_ce)``.
+Normalizer = Union[float, tuple[float, float], None]
 # The reductions to one number, and the one that keeps a value per row: the overloads below
 # type a call's result by its ``reduction``.
 Reduced = Literal["mean", "sum"]
@@ -83,6 +91,49 @@ def _reduction(value: object) -> str:
     return value
 
 
+def _flag(value: object, name: str) -> bool:
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
+
+
+def _name(value: object, name: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _mask(mask: ArrayLike | None) -> NDArray[np.bool_] | None:
+    """``mask`` as a boolean array (no copy if possible); its shape is checked natively."""
+    if mask is None or (type(mask) is np.ndarray and mask.dtype == np.bool_):
+        return mask
+    _refuse_masked(mask, "mask", "mask.filled(False)")
+    m = as_array(mask, "mask")
+    if m.dtype != np.bool_:
+        raise TypeError(f"mask must be a boolean array, got dtype {m.dtype}")
+    return m
+
+
+def _divisor(value: object) -> float | None:
+    """A ``normalizer`` that must be one real number (or None); its value is checked natively."""
+    if isinstance(value, (tuple, list)):
+        raise TypeError(
+            f"normalizer must be a real number here, got {type(value).__name__} {value!r}"
+        )
+    return None if value is None else _real(value, "normalizer")
+
+
+def _normalizer(value: object) -> float | tuple[float, float] | None:
+    """A ``normalizer`` of a distillation loss: a real number or two (``(n_div, n_ce)``)."""
+    if not isinstance(value, (tuple, list)):
+        return _divisor(value)
+    if len(value) != 2:
+        raise ValueError(
+            f"normalizer must be a number or a pair (n_div, n_ce), got {len(value)} values"
+        )
+    return _real(value[0], "normalizer[0]"), _real(value[1], "normalizer[1]")
+
+
 def _ignore_index(value: object) -> int:
     if type(value) is int and _INT64_MIN <= value <= _INT64_MAX:
         return value
@@ -118,7 +169,14 @@ _INT64_DTYPE = np.dtype(np.int64)
 
 
 def _settings(
-    temperature: object, alpha: object, reduction: object, ignore_index: object
+    temperature: object,
+    alpha: object,
+    reduction: object,
+    ignore_index: object,
+    divergence: object = "forward_kl",
+    beta: object = 0.5,
+    skew: object = 0.1,
+    t2_scale: object = True,
 ) -> _core.Settings:
     """Loss settings: their types checked here, their values by ``_core.Settings``."""
     return _core.Settings(
@@ -126,6 +184,10 @@ def _settings(
         _real(alpha, "alpha"),
         _reduction(reduction),
         _ignore_index(ignore_index),
+        _name(divergence, "divergence"),
+        _real(beta, "beta"),
+        _real(skew, "skew"),
+        _flag(t2_scale, "t2_scale"),
     )
 
 
@@ -163,13 +225,23 @@ def _distill(
     settings: _core.Settings,
     with_grad: bool,
     out: object = None,
-) -> tuple[Loss, NDArray[Any] | None]:
-    """The loss (and with ``with_grad`` the gradient, in the student's shape)."""
+    mask: ArrayLike | None = None,
+    normalizer: object = None,
+    return_components: object = False,
+) -> tuple[Loss | Components, NDArray[Any] | None]:
+    """The loss, or its :class:`Components` (and with ``with_grad`` the gradient, in the
+    student's shape)."""
     s, t = _pair(student_logits, teacher_logits)
     y = _labels_for(labels, s, settings.ignore_index)
     if out is not None:
         out = as_out(out)
-    return _core.distillation(settings, s, t, y, with_grad, out)
+    if mask is None and normalizer is None and return_components is False:
+        return _core.distillation(settings, s, t, y, with_grad, out)
+    parts = _flag(return_components, "return_components")
+    loss, grad = _core.distillation(
+        settings, s, t, y, with_grad, out, _mask(mask), _normalizer(normalizer), parts
+    )
+    return (Components(*loss) if parts else loss), grad
 
 
 @overload
@@ -180,8 +252,15 @@ def distillation_loss(
     *,
     temperature: float = ...,
     alpha: float = ...,
+    divergence: str = ...,
+    beta: float = ...,
+    skew: float = ...,
+    t2_scale: bool = ...,
     reduction: Reduced = ...,
     ignore_index: int = ...,
+    mask: ArrayLike | None = ...,
+    normalizer: Normalizer = ...,
+    return_components: Literal[False] = ...,
 ) -> float: ...
 @overload
 def distillation_loss(
@@ -191,8 +270,15 @@ def distillation_loss(
     *,
     temperature: float = ...,
     alpha: float = ...,
+    divergence: str = ...,
+    beta: float = ...,
+    skew: float = ...,
+    t2_scale: bool = ...,
     reduction: PerRow,
     ignore_index: int = ...,
+    mask: ArrayLike | None = ...,
+    normalizer: Normalizer = ...,
+    return_components: Literal[False] = ...,
 ) -> NDArray[np.floating[Any]]: ...
 @overload
 def distillation_loss(
@@ -202,9 +288,34 @@ def distillation_loss(
     *,
     temperature: float = ...,
     alpha: float = ...,
+    divergence: str = ...,
+    beta: float = ...,
+    skew: float = ...,
+    t2_scale: bool = ...,
     reduction: str = ...,
     ignore_index: int = ...,
-) -> Loss: ...
+    mask: ArrayLike | None = ...,
+    normalizer: Normalizer = ...,
+    return_components: Literal[True],
+) -> Components: ...
+@overload
+def distillation_loss(
+    student_logits: ArrayLike,
+    teacher_logits: ArrayLike,
+    labels: ArrayLike | None = ...,
+    *,
+    temperature: float = ...,
+    alpha: float = ...,
+    divergence: str = ...,
+    beta: float = ...,
+    skew: float = ...,
+    t2_scale: bool = ...,
+    reduction: str = ...,
+    ignore_index: int = ...,
+    mask: ArrayLike | None = ...,
+    normalizer: Normalizer = ...,
+    return_components: bool = ...,
+) -> Loss | Components: ...
 def distillation_loss(
     student_logits: ArrayLike,
     teacher_logits: ArrayLike,
@@ -212,30 +323,65 @@ def distillation_loss(
     *,
     temperature: float = 1.0,
     alpha: float = 0.5,
+    divergence: str = "forward_kl",
+    beta: float = 0.5,
+    skew: float = 0.1,
+    t2_scale: bool = True,
     reduction: str = "mean",
     ignore_index: int = -100,
-) -> Loss:
-    """Hinton's distillation loss.
+    mask: ArrayLike | None = None,
+    normalizer: Normalizer = None,
+    return_components: bool = False,
+) -> Loss | Components:
+    """The distillation loss.
 
-    Per row, ``alpha * T**2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, label)``,
-    with CE at T = 1. Rows whose label equals ``ignore_index`` count in neither term.
+    Per row, ``alpha * [T**2] * div(softmax(t/T), softmax(s/T)) + (1 - alpha) * CE(s, label)``,
+    with CE at T = 1. A row counts in both terms if its label is not ``ignore_index`` and its
+    ``mask`` entry is true.
 
     Args:
         student_logits: logits of shape ``(..., C)``.
         teacher_logits: logits of the same shape.
         labels: integer class indices of shape ``student_logits.shape[:-1]``; may be ``None``
             only when ``alpha == 1``.
-        temperature: softening temperature ``T > 0`` of the KL term.
-        alpha: weight of the KL term, in ``[0, 1]``; a term whose weight is 0 is not computed.
-        reduction: ``"mean"`` (over counted rows; 0.0 when none count), ``"sum"`` or
-            ``"none"`` (an array of shape ``student_logits.shape[:-1]``, ignored rows 0).
+        temperature: softening temperature ``T > 0`` of the divergence term.
+        alpha: weight of the divergence term, in ``[0, 1]``; a term whose weight is 0 is not
+            computed.
+        divergence: ``"forward_kl"`` (``KL(p || q)``, Hinton's; ``p`` the teacher's
+            distribution, ``q`` the student's) or ``"reverse_kl"`` (``KL(q || p)``).
+        beta: the JSD's mixture weight, in ``[0, 1]`` (checked whatever ``divergence`` is).
+        skew: the skewed KLs' mixture weight, in ``[0, 1]`` (checked likewise).
+        t2_scale: whether the divergence term is multiplied by ``T**2`` (Hinton's loss; TRL,
+            Liger Kernel and DistiLLM leave it out).
+        reduction: ``"mean"`` (the divergence sum over the counted rows' number, the CE sum
+            over their label weights; 0.0 when that is 0), ``"sum"`` or ``"none"`` (an array of
+            shape ``student_logits.shape[:-1]``, rows that do not count 0).
         ignore_index: label value marking rows to leave out.
+        mask: a boolean array of the labels' shape; rows where it is false do not count.
+        normalizer: divides the summed terms instead of the reduction's divisors (with
+            ``"mean"`` or ``"sum"``): ``N`` for both, or ``(n_div, n_ce)``, finite and > 0.
+            Given the full batch's ``(count, weight_sum)``, micro-batch losses add up to the
+            full batch's ``"mean"`` loss (gradient accumulation).
+        return_components: return a :class:`~kdloss.Components` in place of the loss.
 
     Returns:
-        A Python float for ``"mean"`` and ``"sum"``, else an array in the computation dtype.
+        A Python float for ``"mean"`` and ``"sum"``, else an array in the computation dtype;
+        with ``return_components``, a :class:`~kdloss.Components` of such values.
     """
-    settings = _settings(temperature, alpha, reduction, ignore_index)
-    loss, _ = _distill(student_logits, teacher_logits, labels, settings, with_grad=False)
+    settings = _settings(
+        temperature, alpha, reduction, ignore_index, divergence, beta, skew, t2_scale
+    )
+    loss, _ = _distill(
+        student_logits,
+        teacher_logits,
+        labels,
+        settings,
+        False,
+        None,
+        mask,
+        normalizer,
+        return_components,
+    )
     return loss
 
 
@@ -247,8 +393,15 @@ def distillation_loss_and_grad(
     *,
     temperature: float = ...,
     alpha: float = ...,
+    divergence: str = ...,
+    beta: float = ...,
+    skew: float = ...,
+    t2_scale: bool = ...,
     reduction: Reduced = ...,
     ignore_index: int = ...,
+    mask: ArrayLike | None = ...,
+    normalizer: Normalizer = ...,
+    return_components: Literal[False] = ...,
     out: NDArray[Any] | None = ...,
 ) -> tuple[float, NDArray[Any]]: ...
 @overload
@@ -259,8 +412,15 @@ def distillation_loss_and_grad(
     *,
     temperature: float = ...,
     alpha: float = ...,
+    divergence: str = ...,
+    beta: float = ...,
+    skew: float = ...,
+    t2_scale: bool = ...,
     reduction: PerRow,
     ignore_index: int = ...,
+    mask: ArrayLike | None = ...,
+    normalizer: Normalizer = ...,
+    return_components: Literal[False] = ...,
     out: NDArray[Any] | None = ...,
 ) -> tuple[NDArray[np.floating[Any]], NDArray[Any]]: ...
 @overload
@@ -271,10 +431,36 @@ def distillation_loss_and_grad(
     *,
     temperature: float = ...,
     alpha: float = ...,
+    divergence: str = ...,
+    beta: float = ...,
+    skew: float = ...,
+    t2_scale: bool = ...,
     reduction: str = ...,
     ignore_index: int = ...,
+    mask: ArrayLike | None = ...,
+    normalizer: Normalizer = ...,
+    return_components: Literal[True],
     out: NDArray[Any] | None = ...,
-) -> tuple[Loss, NDArray[Any]]: ...
+) -> tuple[Components, NDArray[Any]]: ...
+@overload
+def distillation_loss_and_grad(
+    student_logits: ArrayLike,
+    teacher_logits: ArrayLike,
+    labels: ArrayLike | None = ...,
+    *,
+    temperature: float = ...,
+    alpha: float = ...,
+    divergence: str = ...,
+    beta: float = ...,
+    skew: float = ...,
+    t2_scale: bool = ...,
+    reduction: str = ...,
+    ignore_index: int = ...,
+    mask: ArrayLike | None = ...,
+    normalizer: Normalizer = ...,
+    return_components: bool = ...,
+    out: NDArray[Any] | None = ...,
+) -> tuple[Loss | Components, NDArray[Any]]: ...
 def distillation_loss_and_grad(
     student_logits: ArrayLike,
     teacher_logits: ArrayLike,
@@ -282,23 +468,44 @@ def distillation_loss_and_grad(
     *,
     temperature: float = 1.0,
     alpha: float = 0.5,
+    divergence: str = "forward_kl",
+    beta: float = 0.5,
+    skew: float = 0.1,
+    t2_scale: bool = True,
     reduction: str = "mean",
     ignore_index: int = -100,
+    mask: ArrayLike | None = None,
+    normalizer: Normalizer = None,
+    return_components: bool = False,
     out: NDArray[Any] | None = None,
-) -> tuple[Loss, NDArray[Any]]:
+) -> tuple[Loss | Components, NDArray[Any]]:
     """The distillation loss and its gradient with respect to ``student_logits``.
 
     Takes the arguments of :func:`distillation_loss`, plus ``out``: an optional C-contiguous,
     writeable array of the student's shape and the computation dtype that receives the
-    gradient (so a training loop allocates nothing). The gradient is
-    ``alpha*T*(softmax(s/T) - softmax(t/T)) + (1 - alpha)*(softmax(s) - onehot(label))``
-    per row, divided by the number of counted rows for ``"mean"``; ignored rows get zeros.
+    gradient (so a training loop allocates nothing). The gradient is ``d(loss)/d(student)``
+    for every option: for forward KL, ``alpha*[T**2]/T*(softmax(s/T) - softmax(t/T))
+    + (1 - alpha)*(softmax(s) - onehot(label))`` per row, each term divided as the loss
+    divides it; rows that do not count get zeros.
 
     Returns:
-        ``(loss, grad)``, with ``grad`` of ``student_logits``' shape (``out`` itself if given).
+        ``(loss, grad)``, with ``grad`` of ``student_logits``' shape (``out`` itself if given);
+        with ``return_components``, ``(components, grad)``.
     """
-    settings = _settings(temperature, alpha, reduction, ignore_index)
-    loss, grad = _distill(student_logits, teacher_logits, labels, settings, True, out)
+    settings = _settings(
+        temperature, alpha, reduction, ignore_index, divergence, beta, skew, t2_scale
+    )
+    loss, grad = _distill(
+        student_logits,
+        teacher_logits,
+        labels,
+        settings,
+        True,
+        out,
+        mask,
+        normalizer,
+        return_components,
+    )
     assert grad is not None
     return loss, grad
 
@@ -352,6 +559,8 @@ def cross_entropy(
     *,
     reduction: Reduced = ...,
     ignore_index: int = ...,
+    mask: ArrayLike | None = ...,
+    normalizer: float | None = ...,
 ) -> float: ...
 @overload
 def cross_entropy(
@@ -360,6 +569,8 @@ def cross_entropy(
     *,
     reduction: PerRow,
     ignore_index: int = ...,
+    mask: ArrayLike | None = ...,
+    normalizer: float | None = ...,
 ) -> NDArray[np.floating[Any]]: ...
 @overload
 def cross_entropy(
@@ -368,6 +579,8 @@ def cross_entropy(
     *,
     reduction: str = ...,
     ignore_index: int = ...,
+    mask: ArrayLike | None = ...,
+    normalizer: float | None = ...,
 ) -> Loss: ...
 def cross_entropy(
     logits: ArrayLike,
@@ -375,16 +588,98 @@ def cross_entropy(
     *,
     reduction: str = "mean",
     ignore_index: int = -100,
+    mask: ArrayLike | None = None,
+    normalizer: float | None = None,
 ) -> Loss:
     """Cross-entropy ``logsumexp(x) - x[label]`` per row, exact (never clamped), reduced.
 
-    Rows whose label equals ``ignore_index`` do not count (and are 0 with ``"none"``).
+    Rows whose label equals ``ignore_index``, or whose ``mask`` entry is false, do not count
+    (and are 0 with ``"none"``); ``normalizer=N`` divides the sum by ``N`` in place of the
+    counted rows' number.
     """
     reduction = _reduction(reduction)
     ignore_index = _ignore_index(ignore_index)
     x = _as_logits(logits, "logits")
     y = _as_labels(labels, x.shape[-1] if x.ndim else 0, ignore_index)
-    return _core.cross_entropy(x.astype(_compute_dtype(x), copy=False), y, reduction, ignore_index)
+    return _core.cross_entropy(
+        x.astype(_compute_dtype(x), copy=False),
+        y,
+        reduction,
+        ignore_index,
+        _mask(mask),
+        _divisor(normalizer),
+    )
+
+
+@overload
+def divergence(
+    student_logits: ArrayLike,
+    teacher_logits: ArrayLike,
+    *,
+    kind: str = ...,
+    temperature: float = ...,
+    beta: float = ...,
+    skew: float = ...,
+    reduction: Reduced = ...,
+    mask: ArrayLike | None = ...,
+    normalizer: float | None = ...,
+) -> float: ...
+@overload
+def divergence(
+    student_logits: ArrayLike,
+    teacher_logits: ArrayLike,
+    *,
+    kind: str = ...,
+    temperature: float = ...,
+    beta: float = ...,
+    skew: float = ...,
+    reduction: PerRow,
+    mask: ArrayLike | None = ...,
+    normalizer: float | None = ...,
+) -> NDArray[np.floating[Any]]: ...
+@overload
+def divergence(
+    student_logits: ArrayLike,
+    teacher_logits: ArrayLike,
+    *,
+    kind: str = ...,
+    temperature: float = ...,
+    beta: float = ...,
+    skew: float = ...,
+    reduction: str = ...,
+    mask: ArrayLike | None = ...,
+    normalizer: float | None = ...,
+) -> Loss: ...
+def divergence(
+    student_logits: ArrayLike,
+    teacher_logits: ArrayLike,
+    *,
+    kind: str = "forward_kl",
+    temperature: float = 1.0,
+    beta: float = 0.5,
+    skew: float = 0.1,
+    reduction: str = "mean",
+    mask: ArrayLike | None = None,
+    normalizer: float | None = None,
+) -> Loss:
+    """The divergence ``kind`` of ``softmax(student/T)`` from ``softmax(teacher/T)`` per row
+    (no ``T**2``, no cross-entropy), reduced over the rows ``mask`` keeps.
+
+    ``kind`` is one of :data:`DIVERGENCES` (see :func:`distillation_loss`); ``"mean"`` divides
+    by the counted rows (0.0 when none count), ``normalizer=N`` by ``N``.
+    """
+    s, t = _pair(student_logits, teacher_logits)
+    return _core.divergence(
+        s,
+        t,
+        _name(kind, "kind"),
+        _real(temperature, "temperature"),
+        _real(beta, "beta"),
+        _real(skew, "skew"),
+        _reduction(reduction),
+        _mask(mask),
+        _divisor(normalizer),
+    )
 
 
 def _softmax(x: ArrayLike, temperature: float, log: bool) -> NDArray[np.floating[Any]]:

@@ -2,26 +2,37 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, overload
 
 from numpy.typing import ArrayLike, NDArray
 
-from .functional import Loss, _distill, _settings
+from .components import Components
+from .functional import Loss, Normalizer, _distill, _settings
 
 __all__ = ["DistillationLoss"]
 
+# The settings in the order of the constructor (after temperature and alpha): its keywords,
+# its repr, its equality and its pickle.
+_Key = tuple[float, float, str, float, float, bool, str, int]
+
 
 class DistillationLoss:
-    """Hinton's distillation loss with fixed settings, callable like a loss module.
+    """A distillation loss with fixed settings, callable like a loss module.
 
-    ``loss = alpha * T**2 * KL(softmax(teacher/T) || softmax(student/T))
-    + (1 - alpha) * CE(student, labels)``, CE at T = 1. With ``reduction="mean"`` both terms
-    are averaged over the rows that count (those whose label is not ``ignore_index``); with
-    ``"sum"`` they are summed over them, and ``"none"`` gives each row's loss.
+    ``loss = alpha * [T**2] * div(softmax(teacher/T), softmax(student/T))
+    + (1 - alpha) * CE(student, labels)``, CE at T = 1; ``div`` is forward KL
+    (``KL(p_teacher || p_student)``, Hinton's) by default. With ``reduction="mean"`` the
+    divergence is averaged over the rows that count (those whose label is not ``ignore_index``
+    and whose ``mask`` entry, if given, is true) and the CE over their label weights; with
+    ``"sum"`` both are summed over them, and ``"none"`` gives each row's loss.
 
     Args:
         temperature: softening temperature ``T``, finite and ``> 0``.
-        alpha: weight of the distillation (KL) term, in ``[0, 1]``.
+        alpha: weight of the divergence term, in ``[0, 1]``.
+        divergence: ``"forward_kl"`` or ``"reverse_kl"`` (``KL(p_student || p_teacher)``).
+        beta: the JSD's mixture weight, in ``[0, 1]``.
+        skew: the skewed KLs' mixture weight, in ``[0, 1]``.
+        t2_scale: whether the divergence term is multiplied by ``T**2``.
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
         ignore_index: label value of rows that count in neither term.
 
@@ -40,10 +51,16 @@ class DistillationLoss:
         temperature: float = 1.0,
         alpha: float = 0.5,
         *,
+        divergence: str = "forward_kl",
+        beta: float = 0.5,
+        skew: float = 0.1,
+        t2_scale: bool = True,
         reduction: str = "mean",
         ignore_index: int = -100,
     ) -> None:
-        self._settings = _settings(temperature, alpha, reduction, ignore_index)
+        self._settings = _settings(
+            temperature, alpha, reduction, ignore_index, divergence, beta, skew, t2_scale
+        )
 
     @property
     def temperature(self) -> float:
@@ -52,8 +69,28 @@ class DistillationLoss:
 
     @property
     def alpha(self) -> float:
-        """The weight of the KL term; ``1 - alpha`` weights the cross-entropy."""
+        """The weight of the divergence term; ``1 - alpha`` weights the cross-entropy."""
         return self._settings.alpha
+
+    @property
+    def divergence(self) -> str:
+        """The divergence of the distillation term."""
+        return self._settings.divergence
+
+    @property
+    def beta(self) -> float:
+        """The JSD's mixture weight."""
+        return self._settings.beta
+
+    @property
+    def skew(self) -> float:
+        """The skewed KLs' mixture weight."""
+        return self._settings.skew
+
+    @property
+    def t2_scale(self) -> bool:
+        """Whether the divergence term is multiplied by ``T**2``."""
+        return self._settings.t2_scale
 
     @property
     def reduction(self) -> str:
@@ -65,52 +102,173 @@ class DistillationLoss:
         """The label value of rows left out of the loss."""
         return self._settings.ignore_index
 
+    @overload
+    def __call__(
+        self,
+        student_logits: ArrayLike,
+        teacher_logits: ArrayLike,
+        labels: ArrayLike | None = ...,
+        *,
+        mask: ArrayLike | None = ...,
+        normalizer: Normalizer = ...,
+        return_components: Literal[False] = ...,
+    ) -> Loss: ...
+    @overload
+    def __call__(
+        self,
+        student_logits: ArrayLike,
+        teacher_logits: ArrayLike,
+        labels: ArrayLike | None = ...,
+        *,
+        mask: ArrayLike | None = ...,
+        normalizer: Normalizer = ...,
+        return_components: Literal[True],
+    ) -> Components: ...
     def __call__(
         self,
         student_logits: ArrayLike,
         teacher_logits: ArrayLike,
         labels: ArrayLike | None = None,
-    ) -> Loss:
+        *,
+        mask: ArrayLike | None = None,
+        normalizer: Normalizer = None,
+        return_components: bool = False,
+    ) -> Loss | Components:
         """The loss (see :meth:`forward`)."""
-        return _distill(student_logits, teacher_logits, labels, self._settings, False)[0]
+        return _distill(
+            student_logits,
+            teacher_logits,
+            labels,
+            self._settings,
+            False,
+            None,
+            mask,
+            normalizer,
+            return_components,
+        )[0]
 
+    @overload
+    def forward(
+        self,
+        student_logits: ArrayLike,
+        teacher_logits: ArrayLike,
+        labels: ArrayLike | None = ...,
+        *,
+        mask: ArrayLike | None = ...,
+        normalizer: Normalizer = ...,
+        return_components: Literal[False] = ...,
+    ) -> Loss: ...
+    @overload
+    def forward(
+        self,
+        student_logits: ArrayLike,
+        teacher_logits: ArrayLike,
+        labels: ArrayLike | None = ...,
+        *,
+        mask: ArrayLike | None = ...,
+        normalizer: Normalizer = ...,
+        return_components: Literal[True],
+    ) -> Components: ...
     def forward(
         self,
         student_logits: ArrayLike,
         teacher_logits: ArrayLike,
         labels: ArrayLike | None = None,
-    ) -> Loss:
+        *,
+        mask: ArrayLike | None = None,
+        normalizer: Normalizer = None,
+        return_components: bool = False,
+    ) -> Loss | Components:
         """The loss: a Python float for ``"mean"``/``"sum"``, an array for ``"none"``.
 
-        Writes nothing of the inputs' size: one fused pass set over the rows.
+        ``mask``, ``normalizer`` and ``return_components`` are those of
+        :func:`kdloss.distillation_loss`. Writes nothing of the inputs' size: one fused pass
+        set over the rows.
         """
-        return _distill(student_logits, teacher_logits, labels, self._settings, False)[0]
+        return _distill(
+            student_logits,
+            teacher_logits,
+            labels,
+            self._settings,
+            False,
+            None,
+            mask,
+            normalizer,
+            return_components,
+        )[0]
 
+    @overload
+    def forward_backward(
+        self,
+        student_logits: ArrayLike,
+        teacher_logits: ArrayLike,
+        labels: ArrayLike | None = ...,
+        *,
+        mask: ArrayLike | None = ...,
+        normalizer: Normalizer = ...,
+        return_components: Literal[False] = ...,
+        out: NDArray[Any] | None = ...,
+    ) -> tuple[Loss, NDArray[Any]]: ...
+    @overload
+    def forward_backward(
+        self,
+        student_logits: ArrayLike,
+        teacher_logits: ArrayLike,
+        labels: ArrayLike | None = ...,
+        *,
+        mask: ArrayLike | None = ...,
+        normalizer: Normalizer = ...,
+        return_components: Literal[True],
+        out: NDArray[Any] | None = ...,
+    ) -> tuple[Components, NDArray[Any]]: ...
     def forward_backward(
         self,
         student_logits: ArrayLike,
         teacher_logits: ArrayLike,
         labels: ArrayLike | None = None,
         *,
+        mask: ArrayLike | None = None,
+        normalizer: Normalizer = None,
+        return_components: bool = False,
         out: NDArray[Any] | None = None,
-    ) -> tuple[Loss, NDArray[Any]]:
+    ) -> tuple[Loss | Components, NDArray[Any]]:
         """The loss and its gradient with respect to ``student_logits``.
 
         ``out``, if given, must be a C-contiguous, writeable array of the student's shape and
         the computation dtype; the gradient is written into it and it is returned.
         """
-        loss, grad = _distill(student_logits, teacher_logits, labels, self._settings, True, out)
+        loss, grad = _distill(
+            student_logits,
+            teacher_logits,
+            labels,
+            self._settings,
+            True,
+            out,
+            mask,
+            normalizer,
+            return_components,
+        )
         assert grad is not None
         return loss, grad
 
-    def _key(self) -> tuple[float, float, str, int]:
+    def _key(self) -> _Key:
         c = self._settings
-        return (c.temperature, c.alpha, c.reduction, c.ignore_index)
+        return (
+            c.temperature,
+            c.alpha,
+            c.divergence,
+            c.beta,
+            c.skew,
+            c.t2_scale,
+            c.reduction,
+            c.ignore_index,
+        )
 
     def __repr__(self) -> str:
-        t, a, r, i = self._key()
+        t, a, d, b, s, t2, r, i = self._key()
         return (
-            f"DistillationLoss(temperature={t!r}, alpha={a!r}, reduction={r!r}, ignore_index={i!r})"
+            f"DistillationLoss(temperature={t!r}, alpha={a!r}, divergence={d!r}, beta={b!r}, "
+            f"skew={s!r}, t2_scale={t2!r}, reduction={r!r}, ignore_index={i!r})"
         )
 
     def __eq__(self, other: object) -> bool:
@@ -122,10 +280,33 @@ class DistillationLoss:
         return hash(self._key())
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_restore, self._key())
+        return (_rebuild, self._key())
 
 
 def _restore(
     temperature: float, alpha: float, reduction: str, ignore_index: int
 ) -> DistillationLoss:
+    """Rebuilds a loss pickled before it had a divergence (the settings it had then)."""
     return DistillationLoss(temperature, alpha, reduction=reduction, ignore_index=ignore_index)
+
+
+def _rebuild(
+    temperature: float,
+    alpha: float,
+    divergence: str,
+    beta: float,
+    skew: float,
+    t2_scale: bool,
+    reduction: str,
+    ignore_index: int,
+) -> DistillationLoss:
+    return DistillationLoss(
+        temperature,
+        alpha,
+        divergence=divergence,
+        beta=beta,
+        skew=skew,
+        t2_scale=t2_scale,
+        reduction=reduction,
+        ignore_index=ignore_index,
+    )

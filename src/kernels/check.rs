@@ -45,6 +45,50 @@ pub fn check_alpha(a: f64) -> Result<(), KdError> {
     }
 }
 
+/// A weight in `[0, 1]` (`beta`, `skew`, `label_smoothing`), named `name`.
+pub fn check_fraction(v: f64, name: &str) -> Result<(), KdError> {
+    if (0.0..=1.0).contains(&v) {
+        Ok(())
+    } else {
+        Err(KdError::value(format!("{name} must be in [0, 1], got {v}")))
+    }
+}
+
+/// A divisor of a loss's sums (`normalizer`, or one of its pair, named `name`).
+pub fn check_normalizer(n: f64, name: &str) -> Result<(), KdError> {
+    if n.is_finite() && n > 0.0 {
+        Ok(())
+    } else {
+        Err(KdError::value(format!(
+            "{name} must be a finite number > 0, got {n}"
+        )))
+    }
+}
+
+/// `name`, an array of one entry per row, must have `rows` entries.
+pub fn check_row_len(name: &str, len: usize, rows: usize) -> Result<(), KdError> {
+    if len != rows {
+        return Err(KdError::value(format!(
+            "{name} must have one entry per row ({rows}), got {len}"
+        )));
+    }
+    Ok(())
+}
+
+/// `name`, an array of one entry per row, must have the shape of the logits' rows,
+/// `logits[:-1]`.
+pub fn check_row_shape(name: &str, shape: &[usize], logits: &[usize]) -> Result<(), KdError> {
+    let rows = &logits[..logits.len().saturating_sub(1)];
+    if shape != rows {
+        return Err(KdError::value(format!(
+            "{name} must have shape {} (logits.shape[:-1]), got shape {}",
+            PyShape(rows),
+            PyShape(shape)
+        )));
+    }
+    Ok(())
+}
+
 /// `(rows, classes)` of logits of `shape` (classes along the last axis), refusing 0-d shapes
 /// and zero classes.
 pub fn check_logits_shape(shape: &[usize], name: &str) -> Result<(usize, usize), KdError> {
@@ -89,15 +133,7 @@ pub fn check_same_shape<T>(s: &ArrayView2<T>, t: &ArrayView2<T>) -> Result<(), K
 
 /// Labels must have the shape of the logits' rows, `logits[:-1]`.
 pub fn check_labels_shape(labels: &[usize], logits: &[usize]) -> Result<(), KdError> {
-    let rows = &logits[..logits.len().saturating_sub(1)];
-    if labels != rows {
-        return Err(KdError::value(format!(
-            "labels must have shape {} (logits.shape[:-1]), got shape {}",
-            PyShape(rows),
-            PyShape(labels)
-        )));
-    }
-    Ok(())
+    check_row_shape("labels", labels, logits)
 }
 
 /// Refuses an output buffer that does not hold `rows * classes` elements.
@@ -155,21 +191,14 @@ pub fn label_indices(
         .collect()
 }
 
-/// Checks every label against `[0, classes)` or `ignore_index` and returns how many rows
-/// count (those whose label is not `ignore_index`).
+/// Checks every label against `[0, classes)` or `ignore_index`.
 pub fn check_labels(
     labels: &ArrayView1<i64>,
     rows: usize,
     classes: usize,
     ignore_index: Option<i64>,
-) -> Result<usize, KdError> {
-    if labels.len() != rows {
-        return Err(KdError::value(format!(
-            "labels must have one entry per row ({rows}), got {}",
-            labels.len()
-        )));
-    }
-    let mut counted = 0;
+) -> Result<(), KdError> {
+    check_row_len("labels", labels.len(), rows)?;
     for (i, &y) in labels.iter().enumerate() {
         if Some(y) == ignore_index {
             continue;
@@ -181,9 +210,8 @@ pub fn check_labels(
                 at_flat_index(y, i),
             ));
         }
-        counted += 1;
     }
-    Ok(counted)
+    Ok(())
 }
 
 #[cfg(test)]

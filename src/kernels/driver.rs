@@ -4,14 +4,14 @@
 
 use ndarray::{ArrayView1, ArrayView2};
 
-use super::check::{check_labels, check_logits, check_out_len, check_same_shape};
+use super::check::{check_labels, check_logits, check_out_len, check_row_len, check_same_shape};
 use super::chunk::LANES;
 use super::float::Float;
 use super::long::LongRow;
 use super::objective::hinton::{Hinton, Weights, NO_KL};
 use super::objective::Objective;
 use super::out::{self, Out};
-use super::reduce::{reduce, Loss, Reduction};
+use super::reduce::{reduce, Divisors, Normalizer, Parts, Reduce, Reduction, Terms};
 use super::scratch::{row_of, Scratch};
 use super::simd::{dispatch_at, Simd};
 use super::small::{scratch_cols, transpose_row, SmallBlock, SMALL_CLASSES};
@@ -29,29 +29,40 @@ pub const STREAM_MIN_BYTES: usize = 8 << 20;
 const STREAM_MIN_ROW_BYTES: usize = 4096;
 
 /// The rows of one call: logits (the teacher is the student's view when the objective does not
-/// read it), labels with the value that marks a row ignored, and the level to run at.
+/// read it), labels, which rows count (`None`: all), and the level to run at.
 #[derive(Clone, Copy)]
 pub(crate) struct Rows<'a, T> {
     pub s: ArrayView2<'a, T>,
     pub t: ArrayView2<'a, T>,
     pub labels: Option<ArrayView1<'a, i64>>,
-    pub ignore_index: Option<i64>,
+    pub counted: Option<&'a [bool]>,
     pub level: Simd,
 }
 
-/// Whether a row of `label` is left out: it has a label, and that label is `ignore_index`.
-#[inline]
-fn is_ignored(label: Option<i64>, ignore_index: Option<i64>) -> bool {
-    label.is_some() && label == ignore_index
+impl<T> Rows<'_, T> {
+    /// Whether row `i` is left out.
+    #[inline]
+    fn skips(&self, i: usize) -> bool {
+        self.counted.is_some_and(|c| !c[i])
+    }
+
+    /// Row `i`'s label, if it has one that counts. Checked by `check_labels`: 0 <= y < c.
+    #[inline]
+    fn label(&self, i: usize) -> Option<usize> {
+        match &self.labels {
+            Some(l) if !self.skips(i) => Some(l[i] as usize),
+            _ => None,
+        }
+    }
 }
 
-/// Runs `obj` over every row of `rows`, writing each row's loss into `partials` and its
-/// gradient (or output) into `grad` when given. Ignored rows get loss 0 and a zero gradient.
-/// Inputs are checked already.
+/// Runs `obj` over every row of `rows`, writing each row's terms into `partials` and its
+/// gradient (or output) into `grad` when given. Rows that do not count get terms 0 and a zero
+/// gradient. Inputs are checked already.
 pub(crate) fn drive<T: Float, O: Objective<T>>(
     obj: O,
     rows: Rows<'_, T>,
-    partials: &mut [f64],
+    partials: &mut [Terms],
     grad: Option<Out<'_, T>>,
 ) -> Result<(), KdError> {
     let c = rows.s.ncols();
@@ -63,22 +74,15 @@ pub(crate) fn drive<T: Float, O: Objective<T>>(
     if c <= SMALL_CLASSES {
         return drive_small(obj, rows, partials, grad);
     }
-    let Rows {
-        s,
-        t,
-        labels,
-        ignore_index,
-        level,
-    } = rows;
+    let Rows { s, t, level, .. } = rows;
     let n_rows = s.nrows();
     let (grad, ready) = grad.map(Out::split).unzip();
     for_each_row(c, partials, grad, |scratch: &mut Scratch<T>, i, p, g| {
-        let label = labels.as_ref().map(|l| l[i]);
-        if is_ignored(label, ignore_index) {
+        if rows.skips(i) {
             if let Some(g) = g {
                 out::zero(g);
             }
-            *p = 0.0;
+            *p = [0.0; 2];
             return;
         }
         // SAFETY: `g` is a row of the memory `ready` came with.
@@ -106,8 +110,7 @@ pub(crate) fn drive<T: Float, O: Objective<T>>(
                 obj,
                 s: s_row,
                 t: t_row,
-                // Checked by `check_labels`: 0 <= y < c.
-                label: label.map(|y| y as usize),
+                label: rows.label(i),
                 grad: g,
                 stream,
                 keep: &mut scratch.keep,
@@ -122,16 +125,10 @@ pub(crate) fn drive<T: Float, O: Objective<T>>(
 fn drive_small<T: Float, O: Objective<T>>(
     obj: O,
     rows: Rows<'_, T>,
-    partials: &mut [f64],
+    partials: &mut [Terms],
     grad: Option<Out<'_, T>>,
 ) -> Result<(), KdError> {
-    let Rows {
-        s,
-        t,
-        labels,
-        ignore_index,
-        level,
-    } = rows;
+    let Rows { s, t, level, .. } = rows;
     let c = s.ncols();
     let label_weight = obj.label_weight();
     // Rows are written whole from the columns below, fresh or not.
@@ -164,10 +161,9 @@ fn drive_small<T: Float, O: Objective<T>>(
                 if O::TEACHER {
                     transpose_row(t, r0 + k, t_cols, k);
                 }
-                // Checked by `check_labels`: 0 <= y < c unless ignored.
-                label[k] = labels.as_ref().map(|l| l[r0 + k]);
-                if let Some(y) = label[k].filter(|&y| Some(y) != ignore_index) {
-                    s_y[k] = s_cols[y as usize][k];
+                label[k] = rows.label(r0 + k);
+                if let Some(y) = label[k] {
+                    s_y[k] = s_cols[y][k];
                 }
             }
             let losses = dispatch_at(
@@ -182,8 +178,8 @@ fn drive_small<T: Float, O: Objective<T>>(
                 },
             );
             for k in 0..n {
-                let ignored = is_ignored(label[k], ignore_index);
-                ps[k] = if ignored { 0.0 } else { losses[k] };
+                let ignored = rows.skips(r0 + k);
+                ps[k] = if ignored { [0.0; 2] } else { losses[k] };
                 if let Some(g) = g.as_deref_mut() {
                     let row = &mut g[k * c..(k + 1) * c];
                     if ignored {
@@ -194,7 +190,6 @@ fn drive_small<T: Float, O: Objective<T>>(
                         v.write(col[k]);
                     }
                     if let (Some(w), Some(y)) = (label_weight, label[k]) {
-                        let y = y as usize;
                         row[y].write(g_cols[y][k] - T::from_f64(w));
                     }
                 }
@@ -219,14 +214,38 @@ pub(crate) struct Job {
     pub level: Simd,
 }
 
-/// Checks a Hinton call's inputs, runs it, and reduces the rows' losses.
+/// Which rows of a call count, beyond their labels, and what the sums are divided by.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Selection<'a> {
+    /// Rows whose entry is false do not count (`None`: every row may count).
+    pub mask: Option<ArrayView1<'a, bool>>,
+    /// Divides the sums instead of the reduction's own divisors (`"mean"` and `"sum"` only).
+    pub normalizer: Option<Normalizer>,
+}
+
+/// Which rows count: those the mask keeps whose label is not `ignore_index`; `None` when all
+/// of them do.
+fn counted_rows(
+    n_rows: usize,
+    labels: Option<&ArrayView1<i64>>,
+    ignore_index: Option<i64>,
+    mask: Option<&ArrayView1<bool>>,
+) -> Option<Vec<bool>> {
+    let ignored = |i: usize| labels.is_some_and(|l| Some(l[i]) == ignore_index);
+    let masked = |i: usize| mask.is_some_and(|m| !m[i]);
+    let counted: Vec<bool> = (0..n_rows).map(|i| !ignored(i) && !masked(i)).collect();
+    (!counted.iter().all(|&c| c)).then_some(counted)
+}
+
+/// Checks a Hinton call's inputs, runs it, and reduces the rows' terms.
 pub(crate) fn run<T: Float>(
     job: Job,
     s: ArrayView2<T>,
     t: ArrayView2<T>,
     labels: Option<ArrayView1<i64>>,
+    selection: Selection<'_>,
     grad: Option<Out<'_, T>>,
-) -> Result<Loss<T>, KdError> {
+) -> Result<Parts<T>, KdError> {
     let (n_rows, c) = check_logits(&s, job.subject)?;
     check_same_shape(&s, &t)?;
     let kl = if job.kl_weight != 0.0 { job.kl } else { NO_KL };
@@ -236,17 +255,32 @@ pub(crate) fn run<T: Float>(
             "labels are required unless alpha == 1 (pure distillation)",
         ));
     }
-    let counted = match &labels {
-        Some(l) => check_labels(l, n_rows, c, job.ignore_index)?,
-        None => n_rows,
-    };
+    if let Some(l) = &labels {
+        check_labels(l, n_rows, c, job.ignore_index)?;
+    }
+    if let Some(m) = &selection.mask {
+        check_row_len("mask", m.len(), n_rows)?;
+    }
     if let Some(g) = &grad {
         check_out_len(g.len(), n_rows, c)?;
     }
-    let scale = match job.reduction {
-        Reduction::Mean if counted > 0 => 1.0 / counted as f64,
-        _ => 1.0,
-    };
+    if selection.normalizer.is_some() && job.reduction == Reduction::None {
+        return Err(KdError::value(
+            "normalizer must be None with reduction='none'",
+        ));
+    }
+    let counted = counted_rows(
+        n_rows,
+        labels.as_ref(),
+        job.ignore_index,
+        selection.mask.as_ref(),
+    );
+    let count = counted
+        .as_ref()
+        .map_or(n_rows, |c| c.iter().filter(|&&c| c).count());
+    // Without class weights each counted row's label weight is 1; without labels there is none.
+    let weight_sum = if labels.is_some() { count as f64 } else { 0.0 };
+    let divisors = Divisors::new(job.reduction, selection.normalizer, count, weight_sum);
     let temperature = job.temperature;
     // x = T·k exactly for small integers k: then e^z1 = (e^zs)^k, a multiply instead of an exp.
     let pow = if (1.0..=4.0).contains(&temperature) && temperature.fract() == 0.0 {
@@ -258,17 +292,17 @@ pub(crate) fn run<T: Float>(
         temperature,
         kl_weight: job.kl_weight,
         ce_weight: job.ce_weight,
-        scale,
+        scales: divisors.scales(),
     };
     let rows = Rows {
         s,
         // Without KL the teacher is never read.
         t: if kl != NO_KL { t } else { s },
         labels,
-        ignore_index: job.ignore_index,
+        counted: counted.as_deref(),
         level: job.level,
     };
-    let mut partials = vec![0.0f64; n_rows];
+    let mut partials = vec![[0.0f64; 2]; n_rows];
     macro_rules! go {
         ($kl:literal, $ce:literal, $pow:literal) => {
             drive(
@@ -284,5 +318,16 @@ pub(crate) fn run<T: Float>(
             g.zero();
         }
     });
-    Ok(reduce(job.reduction, partials, counted))
+    Ok(reduce(
+        Reduce {
+            reduction: job.reduction,
+            divisors,
+            weights: [job.kl_weight, job.ce_weight],
+            counted: counted.as_deref(),
+            count,
+            weight_sum,
+            labelled: labels.is_some(),
+        },
+        &partials,
+    ))
 }

@@ -5,6 +5,7 @@
 use super::chunk::{Chunk, LANES};
 use super::float::{store_fence, Float, Level};
 use super::objective::{Objective, Sums, KEPT, SUMS};
+use super::reduce::Terms;
 use super::row::{fold2_keep, map3, map_in_place, max2};
 use super::simd::Kernel;
 
@@ -367,10 +368,11 @@ pub(crate) struct LongRow<'a, T, O> {
 }
 
 impl<T: Float, O: Objective<T>> Kernel for LongRow<'_, T, O> {
-    type Output = f64;
+    /// The row's terms.
+    type Output = Terms;
 
     #[inline(always)]
-    fn run<L: Level>(self) -> f64 {
+    fn run<L: Level>(self) -> Terms {
         let n = self.s.len();
         let obj = &self.obj;
         // Rows reach here only with a checked label; NaN would flag a broken invariant.

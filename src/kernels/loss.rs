@@ -3,17 +3,18 @@
 
 use ndarray::{ArrayView1, ArrayView2};
 
-use super::check::{check_alpha, check_temperature};
-use super::driver::{run, Job};
+use super::check::{check_alpha, check_fraction, check_temperature};
+use super::driver::{run, Job, Selection};
 use super::float::Float;
 use super::objective::hinton::{FORWARD, REVERSE};
 use super::out::Out;
-use super::reduce::{Loss, Reduction};
+use super::reduce::{Loss, Parts, Reduction};
 use super::simd::{self, Simd};
 use crate::error::KdError;
 
 /// The distillation loss `alpha·T²·KL + (1 − alpha)·CE(s, y)`, with `KL` forward,
-/// `KL(softmax(t/T) || softmax(s/T))` (the default), or reverse.
+/// `KL(softmax(t/T) || softmax(s/T))` (the default), or reverse; without `t2_scale`, the `T²`
+/// is left out.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Distillation {
     pub temperature: f64,
@@ -22,6 +23,8 @@ pub struct Distillation {
     /// The label of rows that count in neither term; `None`: every row counts.
     pub ignore_index: Option<i64>,
     pub divergence: Divergence,
+    /// Whether the divergence term is multiplied by `T²` (Hinton's loss; the default).
+    pub t2_scale: bool,
 }
 
 /// The direction of a distillation loss's KL term, for `p = softmax(t/T)`, `q = softmax(s/T)`.
@@ -35,6 +38,32 @@ pub enum Divergence {
 }
 
 impl Divergence {
+    /// The names `parse` takes.
+    pub const NAMES: [&'static str; 2] = ["forward_kl", "reverse_kl"];
+
+    /// The divergence called `name`, with the mixture weight `beta` of the JSD and `skew` of
+    /// the skewed KLs (both checked, whichever the divergence uses).
+    pub fn parse(name: &str, beta: f64, skew: f64) -> Result<Divergence, KdError> {
+        check_fraction(beta, "beta")?;
+        check_fraction(skew, "skew")?;
+        match name {
+            "forward_kl" => Ok(Divergence::ForwardKl),
+            "reverse_kl" => Ok(Divergence::ReverseKl),
+            _ => Err(KdError::value(format!(
+                "divergence must be one of {}, got {name:?}",
+                Self::NAMES.map(|n| format!("'{n}'")).join(", ")
+            ))),
+        }
+    }
+
+    /// The name `parse` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Divergence::ForwardKl => "forward_kl",
+            Divergence::ReverseKl => "reverse_kl",
+        }
+    }
+
     /// The `KL` parameter of the `Hinton` objective.
     pub(crate) fn kl(self) -> u8 {
         match self {
@@ -59,12 +88,24 @@ impl Distillation {
             reduction,
             ignore_index,
             divergence: Divergence::default(),
+            t2_scale: true,
         })
     }
 
     /// The same loss with the KL term in the direction `divergence`.
     pub fn with_divergence(self, divergence: Divergence) -> Self {
         Distillation { divergence, ..self }
+    }
+
+    /// The same loss with the divergence term multiplied by `T²` or not.
+    pub fn with_t2_scale(self, t2_scale: bool) -> Self {
+        Distillation { t2_scale, ..self }
+    }
+
+    /// The loss's weight of the divergence term, `alpha·T²` (`alpha` without `t2_scale`).
+    fn divergence_weight(&self) -> f64 {
+        let t = self.temperature;
+        self.alpha * if self.t2_scale { t * t } else { 1.0 }
     }
 }
 
@@ -90,19 +131,33 @@ pub fn distillation_at<T: Float>(
     labels: Option<ArrayView1<i64>>,
     grad: Option<Out<'_, T>>,
 ) -> Result<Loss<T>, KdError> {
+    let selection = Selection::default();
+    distillation_parts_at(level, cfg, student, teacher, labels, selection, grad).map(|p| p.loss)
+}
+
+/// `distillation_at` over the rows `selection` keeps, divided as it says, with the loss's
+/// parts.
+pub fn distillation_parts_at<T: Float>(
+    level: Simd,
+    cfg: &Distillation,
+    student: ArrayView2<T>,
+    teacher: ArrayView2<T>,
+    labels: Option<ArrayView1<i64>>,
+    selection: Selection<'_>,
+    grad: Option<Out<'_, T>>,
+) -> Result<Parts<T>, KdError> {
     simd::check_available(level)?;
-    let t2 = cfg.temperature * cfg.temperature;
     let job = Job {
         subject: "student_logits",
         kl: cfg.divergence.kl(),
-        kl_weight: cfg.alpha * t2,
+        kl_weight: cfg.divergence_weight(),
         ce_weight: 1.0 - cfg.alpha,
         temperature: cfg.temperature,
         reduction: cfg.reduction,
         ignore_index: cfg.ignore_index,
         level,
     };
-    run(job, student, teacher, labels, grad)
+    run(job, student, teacher, labels, selection, grad)
 }
 
 /// `KL(softmax(teacher/T) || softmax(student/T))` per row, reduced (no T² factor).
@@ -123,16 +178,17 @@ pub fn kl_divergence<T: Float>(
         ignore_index: None,
         level: simd::active(),
     };
-    run(job, student, teacher, None, None)
+    run(job, student, teacher, None, Selection::default(), None).map(|p| p.loss)
 }
 
 /// Cross-entropy `logsumexp(x) − x[y]` per row, reduced; rows labelled `ignore_index` (when
-/// there is one) do not count.
+/// there is one), or left out by `selection`, do not count.
 pub fn cross_entropy<T: Float>(
     logits: ArrayView2<T>,
     labels: ArrayView1<i64>,
     reduction: Reduction,
     ignore_index: Option<i64>,
+    selection: Selection<'_>,
 ) -> Result<Loss<T>, KdError> {
     let job = Job {
         subject: "logits",
@@ -144,7 +200,7 @@ pub fn cross_entropy<T: Float>(
         ignore_index,
         level: simd::active(),
     };
-    run(job, logits, logits, Some(labels), None)
+    run(job, logits, logits, Some(labels), selection, None).map(|p| p.loss)
 }
 
 #[cfg(test)]

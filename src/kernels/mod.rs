@@ -22,13 +22,16 @@ pub mod softmax;
 
 pub use check::{
     check_alpha, check_labels, check_labels_shape, check_logits, check_logits_shape,
-    check_pair_shapes, check_same_shape, check_temperature, label_range_error, PyShape,
+    check_pair_shapes, check_row_shape, check_same_shape, check_temperature, label_range_error,
+    PyShape,
 };
+pub use driver::Selection;
 pub use float::Float;
 pub use loss::{
-    cross_entropy, distillation, distillation_at, kl_divergence, Distillation, Divergence,
+    cross_entropy, distillation, distillation_at, distillation_parts_at, kl_divergence,
+    Distillation, Divergence,
 };
 pub use out::Out;
-pub use reduce::{Loss, Reduction};
+pub use reduce::{Count, Loss, Normalizer, Parts, Reduction};
 pub use simd::Simd;
 pub use softmax::{softmax_into, softmax_into_at};

@@ -12,6 +12,7 @@ use ndarray::{ArrayView2, Axis};
 use super::chunk::{Chunk, LANES};
 use super::float::{Float, Level};
 use super::objective::{Objective, KEPT, SUMS};
+use super::reduce::Terms;
 use super::row::max_into;
 use super::simd::Kernel;
 
@@ -45,11 +46,11 @@ fn add_f64<T: Float>(sum: &mut [f64; LANES], part: &Chunk<T>) {
 }
 
 impl<T: Float, O: Objective<T>> Kernel for SmallBlock<'_, T, O> {
-    /// Each row's loss.
-    type Output = [f64; LANES];
+    /// Each row's terms.
+    type Output = [Terms; LANES];
 
     #[inline(always)]
-    fn run<L: Level>(self) -> [f64; LANES] {
+    fn run<L: Level>(self) -> [Terms; LANES] {
         let c = self.s.len();
         let obj = &self.obj;
         let t = if O::TEACHER { self.t } else { self.s };
@@ -84,7 +85,7 @@ impl<T: Float, O: Objective<T>> Kernel for SmallBlock<'_, T, O> {
         // logs and divisions) is vectorized across rows. Plain loops, not `array::map` or
         // `from_fn`: a closure that is not inlined is compiled outside the level's
         // `#[target_feature]` entry, without its instructions.
-        let mut loss = [0.0f64; LANES];
+        let mut loss = [[0.0f64; 2]; LANES];
         for k in 0..LANES {
             let mut lane = [0.0f64; SUMS];
             for (v, sum) in lane.iter_mut().zip(&sums) {

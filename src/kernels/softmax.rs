@@ -37,10 +37,10 @@ pub fn softmax_into_at<T: Float>(
         s: x,
         t: x,
         labels: None,
-        ignore_index: None,
+        counted: None,
         level,
     };
-    let mut unused = vec![0.0; x.nrows()];
+    let mut unused = vec![[0.0; 2]; x.nrows()];
     if log {
         drive(
             Softmax::<T, true>::new(temperature),

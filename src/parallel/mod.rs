@@ -39,16 +39,17 @@ pub trait Local: Sized + 'static {
 /// Calls `f(scratch, i, &mut partials[i], out_row_i)` for every row `i < partials.len()`,
 /// where `out` (if given) holds `partials.len()` rows of `width` elements each. Runs in
 /// parallel when the work (`partials.len() * width` elements) is large enough.
-pub fn for_each_row<S, T, F>(
+pub fn for_each_row<S, P, T, F>(
     width: usize,
-    partials: &mut [f64],
+    partials: &mut [P],
     out: Option<&mut [T]>,
     f: F,
 ) -> Result<(), KdError>
 where
     S: Local,
+    P: Send,
     T: Send,
-    F: Fn(&mut S, usize, &mut f64, Option<&mut [T]>) + Sync,
+    F: Fn(&mut S, usize, &mut P, Option<&mut [T]>) + Sync,
 {
     for_each_block(1, width, partials, out, |scratch, i, p, o| {
         if let Some(p) = p.first_mut() {
@@ -60,17 +61,18 @@ where
 /// Like `for_each_row`, but hands `f` blocks of `block` consecutive rows (the last may be
 /// shorter): `f(scratch, first_row, partials_of_block, out_rows_of_block)`. Blocks are never
 /// split between threads.
-pub fn for_each_block<S, T, F>(
+pub fn for_each_block<S, P, T, F>(
     block: usize,
     width: usize,
-    partials: &mut [f64],
+    partials: &mut [P],
     out: Option<&mut [T]>,
     f: F,
 ) -> Result<(), KdError>
 where
     S: Local,
+    P: Send,
     T: Send,
-    F: Fn(&mut S, usize, &mut [f64], Option<&mut [T]>) + Sync,
+    F: Fn(&mut S, usize, &mut [P], Option<&mut [T]>) + Sync,
 {
     let block = block.max(1);
     let rows = partials.len();
@@ -85,7 +87,7 @@ where
         by_balance.max(by_size).div_ceil(block) * block
     };
     // One task's rows, block by block.
-    let task = |scratch: &mut S, first: usize, ps: &mut [f64], os: Option<&mut [T]>| match os {
+    let task = |scratch: &mut S, first: usize, ps: &mut [P], os: Option<&mut [T]>| match os {
         Some(os) if width > 0 => {
             for (j, (p, o)) in ps
                 .chunks_mut(block)
@@ -110,8 +112,8 @@ where
     // (more than a millisecond was seen on these virtual machines), and it simply takes fewer
     // tasks when it does, or none. Each task's slices sit behind their own lock, taken exactly
     // once.
-    type Slot<'a, T> = Mutex<Option<(usize, &'a mut [f64], Option<&'a mut [T]>)>>;
-    let slots: Vec<Slot<'_, T>> = match out {
+    type Slot<'a, P, T> = Mutex<Option<(usize, &'a mut [P], Option<&'a mut [T]>)>>;
+    let slots: Vec<Slot<'_, P, T>> = match out {
         Some(out) if width > 0 => partials
             .chunks_mut(per_task)
             .zip(out.chunks_mut(per_task * width))
@@ -156,7 +158,7 @@ mod tests {
         for (rows, width) in [(0usize, 5usize), (3, 7), (1000, 300), (5, 100_000)] {
             let mut partials = vec![0.0; rows];
             let mut out = vec![0.0f32; rows * width];
-            for_each_row::<Nothing, _, _>(width, &mut partials, Some(&mut out), |_, i, p, o| {
+            for_each_row::<Nothing, _, _, _>(width, &mut partials, Some(&mut out), |_, i, p, o| {
                 *p += i as f64 + 1.0;
                 if let Some(o) = o {
                     o.iter_mut().for_each(|v| *v += i as f32);

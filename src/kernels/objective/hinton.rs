@@ -16,6 +16,7 @@
 use super::{add_split, ln_f64, ln_sum, scaled, Objective, Sums, KEPT, SUMS};
 use crate::kernels::chunk::{Chunk, LANES};
 use crate::kernels::float::{Float, Level};
+use crate::kernels::reduce::Terms;
 
 // Where each sum lives. `S1 = ONES_1 + REST_1` (see `add_split`): CE is `ln S1 − z1[y]`, which
 // for a confident row is `ln(1 + small)`, so the 1 must stay out of the float lanes. KL's sums
@@ -38,8 +39,6 @@ pub const REVERSE: u8 = 2;
 pub struct Hinton<T, const KL: u8, const CE: bool, const POW: u32> {
     inv_t: T,
     inv_t64: f64,
-    kl_weight: f64,
-    ce_weight: f64,
     /// The gradient's weights of `(e^zs/Ss − e^zt/St)` and `(e^z1/S1 − onehot(y))`, with the
     /// reduction's scale.
     grad_kl: f64,
@@ -52,8 +51,8 @@ pub struct Weights {
     pub temperature: f64,
     pub kl_weight: f64,
     pub ce_weight: f64,
-    /// Multiplies the gradient (1/count for "mean").
-    pub scale: f64,
+    /// Multiply the two terms' gradients (`1/count` and `1/Σ w[y]` for "mean").
+    pub scales: [f64; 2],
 }
 
 impl<T: Float, const KL: u8, const CE: bool, const POW: u32> Hinton<T, KL, CE, POW> {
@@ -63,11 +62,9 @@ impl<T: Float, const KL: u8, const CE: bool, const POW: u32> Hinton<T, KL, CE, P
         Hinton {
             inv_t: T::from_f64_saturating(inv_t64),
             inv_t64,
-            kl_weight: w.kl_weight,
-            ce_weight: w.ce_weight,
             // d/ds of w·KL(p_t ‖ softmax(s/T)) is (w/T)·(softmax(s/T) − p_t).
-            grad_kl: w.kl_weight / w.temperature * w.scale,
-            grad_ce: w.ce_weight * w.scale,
+            grad_kl: w.kl_weight / w.temperature * w.scales[0],
+            grad_ce: w.ce_weight * w.scales[1],
         }
     }
 
@@ -197,17 +194,16 @@ impl<T: Float, const KL: u8, const CE: bool, const POW: u32> Objective<T>
     }
 
     #[inline(always)]
-    fn loss<L: Level>(&self, sums: &Sums, z_y: f64) -> f64 {
-        let mut loss = 0.0;
+    fn loss<L: Level>(&self, sums: &Sums, z_y: f64) -> Terms {
+        let mut terms = [0.0; 2];
         if Self::HAS_KL {
             let (sa, sb) = (sums[Self::SUM_A], sums[Self::SUM_B]);
-            loss += self.kl_weight * (sums[CROSS] / sa + ln_f64::<L>(sb / sa));
+            terms[0] = sums[CROSS] / sa + ln_f64::<L>(sb / sa);
         }
         if CE {
-            let ln_s1 = ln_sum::<L>(sums[ONES_1], sums[REST_1]);
-            loss += self.ce_weight * (ln_s1 - z_y);
+            terms[1] = ln_sum::<L>(sums[ONES_1], sums[REST_1]) - z_y;
         }
-        loss
+        terms
     }
 
     #[inline(always)]

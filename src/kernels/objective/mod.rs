@@ -22,6 +22,7 @@ pub mod softmax;
 
 use super::chunk::Chunk;
 use super::float::{ln_f64, Float, Level};
+use super::reduce::Terms;
 
 /// Row sums a statistics pass keeps, in f64 (an objective uses some of them).
 pub const SUMS: usize = 8;
@@ -55,9 +56,10 @@ pub trait Objective<T: Float>: Copy + Send + Sync {
     /// The sums after the shifts rise by `up_s`, `up_t` (in logits, `>= 0`).
     fn rescale(&self, sums: Sums, up_s: f64, up_t: f64) -> Sums;
 
-    /// The row's loss from its sums; `z_y` is the student's logit at the label minus the
-    /// student's shift (NaN when the row has no label).
-    fn loss<L: Level>(&self, sums: &Sums, z_y: f64) -> f64;
+    /// The row's two terms, unweighted (the divergence and the cross-entropy; 0 for a term the
+    /// objective does not have), from its sums; `z_y` is the student's logit at the label minus
+    /// the student's shift (NaN when the row has no label).
+    fn loss<L: Level>(&self, sums: &Sums, z_y: f64) -> Terms;
 
     /// The gradient coefficients of a row with `sums`, for values kept against shifts lower
     /// than the row's by `down_s`, `down_t` (in logits, `<= 0`).

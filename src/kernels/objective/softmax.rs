@@ -4,6 +4,7 @@
 use super::{add_split, ln_sum, scaled, Objective, Sums, KEPT, SUMS};
 use crate::kernels::chunk::{Chunk, LANES};
 use crate::kernels::float::{Float, Level};
+use crate::kernels::reduce::Terms;
 
 const REST: usize = 0;
 const ONES: usize = 1;
@@ -67,8 +68,8 @@ impl<T: Float, const LOG: bool> Objective<T> for Softmax<T, LOG> {
     }
 
     #[inline(always)]
-    fn loss<L: Level>(&self, _sums: &Sums, _z_y: f64) -> f64 {
-        0.0
+    fn loss<L: Level>(&self, _sums: &Sums, _z_y: f64) -> Terms {
+        [0.0; 2]
     }
 
     #[inline(always)]
