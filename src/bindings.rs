@@ -68,7 +68,7 @@ impl Settings {
         t2_scale: bool,
     ) -> PyResult<Self> {
         let reduction = Reduction::parse(reduction)?;
-        let divergence = Divergence::parse(divergence, beta, skew)?;
+        let divergence = Divergence::parse("divergence", divergence, beta, skew)?;
         let cfg = Distillation::new(temperature, alpha, reduction, Some(ignore_index))?
             .with_divergence(divergence)
             .with_t2_scale(t2_scale);
@@ -488,7 +488,7 @@ pub fn divergence<'py>(
     normalizer: Option<f64>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let cfg = Distillation::new(temperature, 1.0, Reduction::parse(reduction)?, None)?
-        .with_divergence(Divergence::parse(kind, beta, skew)?)
+        .with_divergence(Divergence::parse("kind", kind, beta, skew)?)
         .with_t2_scale(false);
     let args = CallArgs {
         labels: None,

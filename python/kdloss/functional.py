@@ -296,6 +296,24 @@ def distillation_loss(
     ignore_index: int = ...,
     mask: ArrayLike | None = ...,
     normalizer: Normalizer = ...,
+    return_components: Literal[False] = ...,
+) -> Loss: ...
+@overload
+def distillation_loss(
+    student_logits: ArrayLike,
+    teacher_logits: ArrayLike,
+    labels: ArrayLike | None = ...,
+    *,
+    temperature: float = ...,
+    alpha: float = ...,
+    divergence: str = ...,
+    beta: float = ...,
+    skew: float = ...,
+    t2_scale: bool = ...,
+    reduction: str = ...,
+    ignore_index: int = ...,
+    mask: ArrayLike | None = ...,
+    normalizer: Normalizer = ...,
     return_components: Literal[True],
 ) -> Components: ...
 @overload
@@ -423,6 +441,25 @@ def distillation_loss_and_grad(
     return_components: Literal[False] = ...,
     out: NDArray[Any] | None = ...,
 ) -> tuple[NDArray[np.floating[Any]], NDArray[Any]]: ...
+@overload
+def distillation_loss_and_grad(
+    student_logits: ArrayLike,
+    teacher_logits: ArrayLike,
+    labels: ArrayLike | None = ...,
+    *,
+    temperature: float = ...,
+    alpha: float = ...,
+    divergence: str = ...,
+    beta: float = ...,
+    skew: float = ...,
+    t2_scale: bool = ...,
+    reduction: str = ...,
+    ignore_index: int = ...,
+    mask: ArrayLike | None = ...,
+    normalizer: Normalizer = ...,
+    return_components: Literal[False] = ...,
+    out: NDArray[Any] | None = ...,
+) -> tuple[Loss, NDArray[Any]]: ...
 @overload
 def distillation_loss_and_grad(
     student_logits: ArrayLike,

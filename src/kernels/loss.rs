@@ -41,16 +41,16 @@ impl Divergence {
     /// The names `parse` takes.
     pub const NAMES: [&'static str; 2] = ["forward_kl", "reverse_kl"];
 
-    /// The divergence called `name`, with the mixture weight `beta` of the JSD and `skew` of
-    /// the skewed KLs (both checked, whichever the divergence uses).
-    pub fn parse(name: &str, beta: f64, skew: f64) -> Result<Divergence, KdError> {
+    /// The divergence called `name` (the argument `arg`), with the mixture weight `beta` of
+    /// the JSD and `skew` of the skewed KLs (both checked, whichever the divergence uses).
+    pub fn parse(arg: &str, name: &str, beta: f64, skew: f64) -> Result<Divergence, KdError> {
         check_fraction(beta, "beta")?;
         check_fraction(skew, "skew")?;
         match name {
             "forward_kl" => Ok(Divergence::ForwardKl),
             "reverse_kl" => Ok(Divergence::ReverseKl),
             _ => Err(KdError::value(format!(
-                "divergence must be one of {}, got {name:?}",
+                "{arg} must be one of {}, got {name:?}",
                 Self::NAMES.map(|n| format!("'{n}'")).join(", ")
             ))),
         }

@@ -32,3 +32,15 @@ assert_type(kdloss.cross_entropy(s, y, reduction="none"), NDArray[np.floating[An
 
 total: float = 0.0
 total += kdloss.distillation_loss(s, t, y, alpha=0.9)
+
+parts = kdloss.distillation_loss(s, t, y, return_components=True)
+assert_type(parts, kdloss.Components)
+assert_type(parts.count, "int | NDArray[np.bool_]")
+parts_and_grad, _ = kdloss.distillation_loss_and_grad(s, t, y, return_components=True)
+assert_type(parts_and_grad, kdloss.Components)
+kd = kdloss.DistillationLoss(2.0, 0.5, divergence="reverse_kl", t2_scale=False)
+assert_type(kd(s, t, y, mask=y > 0, normalizer=(4, 4.0)), kdloss.functional.Loss)
+assert_type(kd.forward(s, t, y, return_components=True), kdloss.Components)
+assert_type(kd.forward_backward(s, t, y, return_components=True)[0], kdloss.Components)
+assert_type(kdloss.divergence(s, t, kind="reverse_kl"), float)
+assert_type(kdloss.divergence(s, t, reduction="none"), NDArray[np.floating[Any]])
