@@ -208,6 +208,7 @@ mod tests {
     //! The fused kernels against a plain float64 implementation of the formulas, at every SIMD
     //! level this CPU has (on aarch64 that includes NEON).
     use super::*;
+    use crate::kernels::reduce::{Count, Normalizer};
     use ndarray::{Array1, Array2};
 
     /// Row loss and gradient by the textbook formulas, in f64 with std's exp and ln.
@@ -375,6 +376,125 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The per-row terms of `cfg` (reduction "none") at every row.
+    fn row_terms(
+        cfg: &Distillation,
+        s: &Array2<f64>,
+        t: &Array2<f64>,
+        y: &Array1<i64>,
+    ) -> Parts<f64> {
+        let cfg = Distillation {
+            reduction: Reduction::None,
+            ..*cfg
+        };
+        let level = simd::active();
+        let all = Selection::default();
+        distillation_parts_at(level, &cfg, s.view(), t.view(), Some(y.view()), all, None).unwrap()
+    }
+
+    #[test]
+    fn masks_and_normalizers_divide_the_counted_rows_terms() {
+        let mut st = 7;
+        let (rows, c) = (29, 40);
+        let s = Array2::from_shape_fn((rows, c), |_| 3.0 * lcg(&mut st));
+        let t = Array2::from_shape_fn((rows, c), |_| 3.0 * lcg(&mut st));
+        let y = Array1::from_shape_fn(rows, |r| if r % 4 == 1 { -100 } else { (r % c) as i64 });
+        let mask = Array1::from_shape_fn(rows, |r| r % 3 != 0);
+        let counted: Vec<bool> = (0..rows).map(|r| mask[r] && y[r] != -100).collect();
+        let n = counted.iter().filter(|&&c| c).count();
+        let cfg = Distillation::new(2.0, 0.3, Reduction::Mean, Some(-100))
+            .unwrap()
+            .with_divergence(Divergence::ReverseKl)
+            .with_t2_scale(false);
+        let Parts {
+            divergence: Loss::Rows(div),
+            cross_entropy: Loss::Rows(ce),
+            ..
+        } = row_terms(&cfg, &s, &t, &y)
+        else {
+            panic!("per-row parts expected")
+        };
+        let sum = |v: &[f64]| -> f64 { (0..rows).filter(|&r| counted[r]).map(|r| v[r]).sum() };
+        let (div_sum, ce_sum) = (sum(&div), sum(&ce));
+        let close = |a: f64, b: f64| assert!((a - b).abs() <= 1e-13 * b.abs(), "{a} {b}");
+        for (reduction, normalizer, want_div, want_ce) in [
+            (Reduction::Mean, None, div_sum / n as f64, ce_sum / n as f64),
+            (Reduction::Sum, None, div_sum, ce_sum),
+            (
+                Reduction::Mean,
+                Some(Normalizer::new(4.0).unwrap()),
+                div_sum / 4.0,
+                ce_sum / 4.0,
+            ),
+            (
+                Reduction::Sum,
+                Some(Normalizer::split(3.0, 8.0).unwrap()),
+                div_sum / 3.0,
+                ce_sum / 8.0,
+            ),
+        ] {
+            let cfg = Distillation { reduction, ..cfg };
+            let selection = Selection {
+                mask: Some(mask.view()),
+                normalizer,
+            };
+            let mut grad = vec![1.0; rows * c];
+            let parts = distillation_parts_at(
+                simd::active(),
+                &cfg,
+                s.view(),
+                t.view(),
+                Some(y.view()),
+                selection,
+                Some(Out::new(&mut grad)),
+            )
+            .unwrap();
+            let (Loss::Scalar(div), Loss::Scalar(ce), Loss::Scalar(loss)) =
+                (parts.divergence, parts.cross_entropy, parts.loss)
+            else {
+                panic!("scalar parts expected")
+            };
+            close(div, want_div);
+            close(ce, want_ce);
+            // No T²: alpha·div + (1 − alpha)·ce.
+            close(loss, 0.3 * want_div + 0.7 * want_ce);
+            assert_eq!(parts.count, Count::Scalar(n));
+            assert_eq!(parts.weight_sum, Loss::Scalar(n as f64));
+            for r in (0..rows).filter(|&r| !counted[r]) {
+                assert!(
+                    grad[r * c..(r + 1) * c].iter().all(|&g| g == 0.0),
+                    "row {r}"
+                );
+            }
+        }
+        // A normaliser is only for reduced losses; a mask must have one entry per row.
+        let none = Distillation {
+            reduction: Reduction::None,
+            ..cfg
+        };
+        let selection = Selection {
+            mask: None,
+            normalizer: Some(Normalizer::new(2.0).unwrap()),
+        };
+        let level = simd::active();
+        let (sv, tv, yv) = (s.view(), t.view(), Some(y.view()));
+        assert!(distillation_parts_at(level, &none, sv, tv, yv, selection, None).is_err());
+        let short = Array1::from_elem(rows - 1, true);
+        let selection = Selection {
+            mask: Some(short.view()),
+            normalizer: None,
+        };
+        let err = distillation_parts_at(level, &cfg, sv, tv, yv, selection, None).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "mask must have one entry per row ({rows}), got {}",
+                rows - 1
+            )
+        );
+        assert!(Normalizer::new(0.0).is_err() && Normalizer::split(1.0, f64::NAN).is_err());
     }
 
     #[test]
