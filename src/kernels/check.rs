@@ -191,16 +191,19 @@ pub fn label_indices(
         .collect()
 }
 
-/// Checks every label against `[0, classes)` or `ignore_index`.
+/// Checks every label against `[0, classes)` or `ignore_index`, and returns how many are
+/// `ignore_index`.
 pub fn check_labels(
     labels: &ArrayView1<i64>,
     rows: usize,
     classes: usize,
     ignore_index: Option<i64>,
-) -> Result<(), KdError> {
+) -> Result<usize, KdError> {
     check_row_len("labels", labels.len(), rows)?;
+    let mut ignored = 0;
     for (i, &y) in labels.iter().enumerate() {
         if Some(y) == ignore_index {
+            ignored += 1;
             continue;
         }
         if y < 0 || y as u64 >= classes as u64 {
@@ -211,7 +214,7 @@ pub fn check_labels(
             ));
         }
     }
-    Ok(())
+    Ok(ignored)
 }
 
 #[cfg(test)]

@@ -224,17 +224,20 @@ pub struct Selection<'a> {
 }
 
 /// Which rows count: those the mask keeps whose label is not `ignore_index`; `None` when all
-/// of them do.
+/// of them do (no mask, and `ignored`, the number of labels at `ignore_index`, is 0).
 fn counted_rows(
     n_rows: usize,
     labels: Option<&ArrayView1<i64>>,
     ignore_index: Option<i64>,
+    ignored: usize,
     mask: Option<&ArrayView1<bool>>,
 ) -> Option<Vec<bool>> {
+    if ignored == 0 && mask.is_none() {
+        return None;
+    }
     let ignored = |i: usize| labels.is_some_and(|l| Some(l[i]) == ignore_index);
     let masked = |i: usize| mask.is_some_and(|m| !m[i]);
-    let counted: Vec<bool> = (0..n_rows).map(|i| !ignored(i) && !masked(i)).collect();
-    (!counted.iter().all(|&c| c)).then_some(counted)
+    Some((0..n_rows).map(|i| !ignored(i) && !masked(i)).collect())
 }
 
 /// Checks a Hinton call's inputs, runs it, and reduces the rows' terms.
@@ -255,9 +258,10 @@ pub(crate) fn run<T: Float>(
             "labels are required unless alpha == 1 (pure distillation)",
         ));
     }
-    if let Some(l) = &labels {
-        check_labels(l, n_rows, c, job.ignore_index)?;
-    }
+    let ignored = match &labels {
+        Some(l) => check_labels(l, n_rows, c, job.ignore_index)?,
+        None => 0,
+    };
     if let Some(m) = &selection.mask {
         check_row_len("mask", m.len(), n_rows)?;
     }
@@ -273,6 +277,7 @@ pub(crate) fn run<T: Float>(
         n_rows,
         labels.as_ref(),
         job.ignore_index,
+        ignored,
         selection.mask.as_ref(),
     );
     let count = counted
