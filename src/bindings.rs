@@ -12,7 +12,7 @@ use std::mem::MaybeUninit;
 use ndarray::{ArrayD, ArrayView1, ArrayView2, ArrayViewD, CowArray, Ix1, Ix2, IxDyn};
 use numpy::{
     BorrowError, Element, IntoPyArray, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods,
-    PyReadonlyArrayDyn, PyUntypedArray, PyUntypedArrayMethods,
+    PyReadonlyArray1, PyReadonlyArrayDyn, PyUntypedArray, PyUntypedArrayMethods,
 };
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyFloat};
@@ -47,6 +47,8 @@ pub struct Settings {
     /// As given (the divergence keeps the one it uses).
     beta: f64,
     skew: f64,
+    /// A copy of the caller's, checked (its length is checked per call).
+    class_weight: Option<Vec<f64>>,
 }
 
 #[pymethods]
@@ -54,7 +56,7 @@ impl Settings {
     #[new]
     #[pyo3(signature = (
         temperature, alpha, reduction, ignore_index, divergence="forward_kl", beta=0.5, skew=0.1,
-        t2_scale=true
+        t2_scale=true, class_weight=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -66,13 +68,28 @@ impl Settings {
         beta: f64,
         skew: f64,
         t2_scale: bool,
+        class_weight: Option<PyReadonlyArray1<'_, f64>>,
     ) -> PyResult<Self> {
         let reduction = Reduction::parse(reduction)?;
         let divergence = Divergence::parse("divergence", divergence, beta, skew)?;
         let cfg = Distillation::new(temperature, alpha, reduction, Some(ignore_index))?
             .with_divergence(divergence)
             .with_t2_scale(t2_scale);
-        Ok(Settings { cfg, beta, skew })
+        let class_weight = class_weight.map(|w| w.as_array().to_vec());
+        if let Some(w) = &class_weight {
+            kernels::check_class_weight(w)?;
+        }
+        Ok(Settings {
+            cfg,
+            beta,
+            skew,
+            class_weight,
+        })
+    }
+
+    #[getter]
+    fn class_weight(&self) -> Option<Vec<f64>> {
+        self.class_weight.clone()
     }
 
     #[getter]
@@ -320,9 +337,10 @@ fn fill_out<T: Float + Element, R>(
 }
 
 /// What a loss call takes besides the logits and its settings.
-pub struct CallArgs<'py> {
+pub struct CallArgs<'py, 'w> {
     labels: Option<PyReadonlyArrayDyn<'py, i64>>,
     mask: Option<PyReadonlyArrayDyn<'py, bool>>,
+    class_weight: Option<&'w [f64]>,
     normalizer: Option<Normalizer>,
     with_grad: bool,
     out: Option<Bound<'py, PyAny>>,
@@ -375,7 +393,7 @@ fn distill_typed<'py, T: Float + Element>(
     cfg: Distillation,
     s: PyReadonlyArrayDyn<'py, T>,
     t: PyReadonlyArrayDyn<'py, T>,
-    args: CallArgs<'py>,
+    args: CallArgs<'py, '_>,
 ) -> PyResult<LossAndGrad<'py>> {
     let (sd, td) = (s.as_array(), t.as_array());
     let shape = sd.shape().to_vec();
@@ -394,6 +412,7 @@ fn distill_typed<'py, T: Float + Element>(
     let lv: Option<ArrayView1<i64>> = lv.as_ref().map(|l| l.view());
     let selection = Selection {
         mask: mv.as_ref().map(|m| m.view()),
+        class_weight: args.class_weight.map(ArrayView1::from),
         normalizer: args.normalizer,
     };
     let level = simd::active();
@@ -428,7 +447,7 @@ fn distill_any<'py>(
     cfg: Distillation,
     student: Logits<'py>,
     teacher: Logits<'py>,
-    args: CallArgs<'py>,
+    args: CallArgs<'py, '_>,
 ) -> PyResult<LossAndGrad<'py>> {
     match (student, teacher) {
         (Logits::F32(s), Logits::F32(t)) => distill_typed(py, cfg, s, t, args),
@@ -457,15 +476,17 @@ pub fn distillation<'py>(
     normalizer: Option<Bound<'py, PyAny>>,
     components: bool,
 ) -> PyResult<LossAndGrad<'py>> {
+    let settings = settings.get();
     let args = CallArgs {
         labels,
         mask,
+        class_weight: settings.class_weight.as_deref(),
         normalizer: self::normalizer(normalizer.as_ref())?,
         with_grad,
         out,
         components,
     };
-    distill_any(py, settings.get().cfg, student, teacher, args)
+    distill_any(py, settings.cfg, student, teacher, args)
 }
 
 /// One divergence of `student` against `teacher` at `temperature` (no `T²`, no cross-entropy),
@@ -493,6 +514,7 @@ pub fn divergence<'py>(
     let args = CallArgs {
         labels: None,
         mask,
+        class_weight: None,
         normalizer: normalizer.map(Normalizer::new).transpose()?,
         with_grad: false,
         out: None,
@@ -540,7 +562,7 @@ fn cross_entropy_typed<'py, T: Float + Element>(
     labels: PyReadonlyArrayDyn<'py, i64>,
     reduction: Reduction,
     ignore_index: i64,
-    args: CallArgs<'py>,
+    args: CallArgs<'py, '_>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let (xd, ld) = (logits.as_array(), labels.as_array());
     let xv = matrix(&xd, "logits")?;
@@ -553,6 +575,7 @@ fn cross_entropy_typed<'py, T: Float + Element>(
     let (xv, lv) = (xv.view(), lv.view());
     let selection = Selection {
         mask: mv.as_ref().map(|m| m.view()),
+        class_weight: args.class_weight.map(ArrayView1::from),
         normalizer: args.normalizer,
     };
     let loss = compute(py, xv.len(), || {
@@ -563,7 +586,10 @@ fn cross_entropy_typed<'py, T: Float + Element>(
 
 /// Cross-entropy of `logits` against `labels`, reduced over the rows that count.
 #[pyfunction]
-#[pyo3(signature = (logits, labels, reduction, ignore_index, mask=None, normalizer=None))]
+#[pyo3(signature = (
+    logits, labels, reduction, ignore_index, mask=None, normalizer=None, class_weight=None
+))]
+#[allow(clippy::too_many_arguments)]
 pub fn cross_entropy<'py>(
     py: Python<'py>,
     logits: Logits<'py>,
@@ -572,11 +598,15 @@ pub fn cross_entropy<'py>(
     ignore_index: i64,
     mask: Option<PyReadonlyArrayDyn<'py, bool>>,
     normalizer: Option<f64>,
+    class_weight: Option<PyReadonlyArray1<'py, f64>>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let reduction = Reduction::parse(reduction)?;
+    let weights = class_weight.as_ref().map(|w| w.as_array());
+    let weights = weights.as_ref().map(|w| w.to_vec());
     let args = CallArgs {
         labels: None,
         mask,
+        class_weight: weights.as_deref(),
         normalizer: normalizer.map(Normalizer::new).transpose()?,
         with_grad: false,
         out: None,

@@ -310,7 +310,7 @@ def test_settings_are_attributes_part_of_equality_repr_and_pickle() -> None:
     assert (kd.divergence, kd.beta, kd.skew, kd.t2_scale) == ("reverse_kl", 0.2, 0.3, False)
     assert repr(kd) == (
         "DistillationLoss(temperature=3.0, alpha=0.25, divergence='reverse_kl', beta=0.2, "
-        "skew=0.3, t2_scale=False, reduction='sum', ignore_index=-100)"
+        "skew=0.3, t2_scale=False, class_weight=None, reduction='sum', ignore_index=-100)"
     )
     assert eval(repr(kd), {"DistillationLoss": kdloss.DistillationLoss}) == kd
     assert pickle.loads(pickle.dumps(kd)) == kd
@@ -444,3 +444,132 @@ def test_divergence_checks_its_options_by_name() -> None:
         kdloss.divergence(s, t, beta=2.0)
     with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
         kdloss.divergence(s, t, temperature=0.0)
+
+
+def _class_weight(classes: int, seed: int) -> Array:
+    rng = np.random.default_rng(seed)
+    w = rng.uniform(0.1, 3.0, classes)
+    w[1] = 0.0  # a class that does not count in the cross-entropy
+    return w
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("shape", [(6, 7, 33), (40, 5)])
+def test_class_weights_match_the_reference(
+    dtype: npt.DTypeLike, reduction: str, alpha: float, shape: tuple[int, ...]
+) -> None:
+    s, t, y, mask = _inputs(dtype, shape=shape, seed=14)
+    w = _class_weight(shape[-1], 14)
+    options: dict[str, Any] = dict(
+        temperature=2.0, alpha=alpha, class_weight=w, reduction=reduction
+    )
+    got = kdloss.distillation_loss_and_grad(s, t, y, mask=mask, return_components=True, **options)
+    want = reference.distillation_loss_and_grad(
+        s, t, y, mask=mask, return_components=True, **options
+    )
+    # "mean" divides the cross-entropy by the counted rows' weights: the smallest divisor.
+    counted = mask & (y != IGNORE)
+    divisor = 1.0
+    if reduction == "mean":
+        divisor = min(float(np.count_nonzero(counted)), float(w[y[counted]].sum()))
+    magnitude = (
+        3.0 * _magnitude(s, t, 2.0, alpha, True),
+        3.0 * _grad_magnitude(s, 2.0, alpha, True),
+    )
+    _check(got, want, dtype, magnitude, mask.size, divisor)
+    if alpha == 0.0:
+        ce = kdloss.cross_entropy(s, y, class_weight=w, mask=mask, reduction=reduction)
+        np.testing.assert_array_equal(ce, got[0].cross_entropy)
+
+
+def test_a_class_of_weight_zero_costs_nothing_even_at_infinite_cross_entropy() -> None:
+    s = np.array([[0.0, -np.inf, 1.0], [2.0, 0.0, -1.0]])
+    y = np.array([1, 0])
+    w = np.array([1.0, 0.0, 2.0])
+    parts, grad = kdloss.distillation_loss_and_grad(
+        s, s, y, alpha=0.0, class_weight=w, reduction="sum", return_components=True
+    )
+    want = reference.cross_entropy(s, y, class_weight=w, reduction="sum")
+    assert (
+        parts.cross_entropy == want == pytest.approx(-np.log(np.exp(2) / np.exp([2, 0, -1]).sum()))
+    )
+    assert parts.weight_sum == 1.0
+    assert np.all(np.isfinite(grad))
+    assert not np.any(grad[0])
+    # Without the weight the same row's cross-entropy is +inf, as the mathematics says.
+    assert kdloss.cross_entropy(s, y, reduction="sum") == np.inf
+
+
+def test_micro_batches_add_up_with_class_weights() -> None:
+    s, t, y, mask = _inputs(np.float64, shape=(24, 50), seed=15)
+    kd = kdloss.DistillationLoss(2.0, 0.4, class_weight=_class_weight(50, 15))
+    full, full_grad = kd.forward_backward(s, t, y, mask=mask, return_components=True)
+    parts = [
+        kd(s[i::3], t[i::3], y[i::3], mask=mask[i::3], return_components=True) for i in range(3)
+    ]
+    normalizer = (sum(p.count for p in parts), sum(p.weight_sum for p in parts))
+    assert normalizer[1] == pytest.approx(full.weight_sum, rel=1e-15)
+    total, grad = 0.0, np.empty_like(s)
+    for i in range(3):
+        loss, grad[i::3] = kd.forward_backward(
+            s[i::3], t[i::3], y[i::3], mask=mask[i::3], normalizer=normalizer
+        )
+        total += loss
+    np.testing.assert_allclose(total, full.loss, rtol=1e-13)
+    np.testing.assert_allclose(grad, full_grad, rtol=1e-12, atol=1e-16)
+
+
+def test_class_weights_are_copied_read_only_and_part_of_the_settings() -> None:
+    w = np.array([1.0, 2.0, 0.5])
+    kd = kdloss.DistillationLoss(class_weight=w)
+    s, y = np.array([[0.1, 0.2, 0.3]]), np.array([1])
+    before = kd(s, s, y)
+    w[1] = 100.0  # the caller's array changes; the loss does not
+    assert kd(s, s, y) == before
+    assert kd.class_weight is not None
+    np.testing.assert_array_equal(kd.class_weight, [1.0, 2.0, 0.5])
+    with pytest.raises(ValueError, match="read-only"):
+        kd.class_weight[0] = 3.0
+    assert kd == kdloss.DistillationLoss(class_weight=[1, 2, 0.5])
+    assert kd != kdloss.DistillationLoss(class_weight=[1, 2, 0.25])
+    assert kd != kdloss.DistillationLoss()
+    assert pickle.loads(pickle.dumps(kd)) == kd
+    assert eval(repr(kd), {"DistillationLoss": kdloss.DistillationLoss}) == kd
+    assert "class_weight=<100 class weights>" in repr(
+        kdloss.DistillationLoss(class_weight=np.ones(100))
+    )
+
+
+BAD_WEIGHTS = [
+    ([1.0, -0.5, 1.0], ValueError, "class_weight must hold finite numbers >= 0, got -0.5"),
+    ([1.0, np.nan, 1.0], ValueError, "class_weight must hold finite numbers >= 0, got NaN"),
+    ([1.0, np.inf, 1.0], ValueError, "class_weight must hold finite numbers >= 0, got inf"),
+    ([[1.0, 1.0, 1.0]], ValueError, r"class_weight must be 1-D \(one weight per class\)"),
+    (["a", "b", "c"], TypeError, "class_weight must hold real numbers"),
+    ([1 + 1j, 1, 1], TypeError, "class_weight must hold real numbers"),
+]
+
+
+@pytest.mark.parametrize(("weights", "error", "message"), BAD_WEIGHTS)
+def test_bad_class_weights_are_refused_by_name(
+    weights: Any, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        kdloss.DistillationLoss(class_weight=weights)
+    s, y = np.zeros((2, 3)), np.array([0, 1])
+    with pytest.raises(error, match=message):
+        kdloss.distillation_loss(s, s, y, class_weight=weights)
+    with pytest.raises(error, match=message):
+        kdloss.cross_entropy(s, y, class_weight=weights)
+
+
+def test_class_weights_of_the_wrong_length_are_refused_at_the_call() -> None:
+    kd = kdloss.DistillationLoss(class_weight=[1.0, 2.0])
+    s, y = np.zeros((2, 3)), np.array([0, 1])
+    message = r"class_weight must have one entry per class \(3\), got 2"
+    with pytest.raises(ValueError, match=message):
+        kd(s, s, y)
+    with pytest.raises(ValueError, match=message):
+        kdloss.cross_entropy(s, y, class_weight=[1.0, 2.0])

@@ -40,7 +40,10 @@ class Settings:
         beta: float = 0.5,
         skew: float = 0.1,
         t2_scale: bool = True,
+        class_weight: NDArray[np.float64] | None = None,
     ) -> Settings: ...
+    @property
+    def class_weight(self) -> list[float] | None: ...
     @property
     def divergence(self) -> str: ...
     @property
@@ -93,6 +96,7 @@ def cross_entropy(
     ignore_index: int,
     mask: NDArray[np.bool_] | None = None,
     normalizer: float | None = None,
+    class_weight: NDArray[np.float64] | None = None,
 ) -> _Loss: ...
 def softmax(
     x: NDArray[np.floating[Any]], temperature: float, log: bool

@@ -114,6 +114,22 @@ def _mask(mask: ArrayLike | None) -> NDArray[np.bool_] | None:
     return m
 
 
+def _class_weight(value: ArrayLike | None) -> NDArray[np.float64] | None:
+    """A read-only float64 copy of ``class_weight``; its values and length are checked
+    natively."""
+    if value is None:
+        return None
+    _refuse_masked(value, "class_weight", "class_weight.filled(0.0)")
+    w = as_array(value, "class_weight")
+    if w.dtype.kind not in "biuf":
+        raise TypeError(f"class_weight must hold real numbers, got an array of dtype {w.dtype}")
+    if w.ndim != 1:
+        raise ValueError(f"class_weight must be 1-D (one weight per class), got shape {w.shape}")
+    copy = np.array(w, dtype=np.float64)
+    copy.flags.writeable = False
+    return copy
+
+
 def _divisor(value: object) -> float | None:
     """A ``normalizer`` that must be one real number (or None); its value is checked natively."""
     if isinstance(value, (tuple, list)):
@@ -177,6 +193,7 @@ def _settings(
     beta: object = 0.5,
     skew: object = 0.1,
     t2_scale: object = True,
+    class_weight: ArrayLike | None = None,
 ) -> _core.Settings:
     """Loss settings: their types checked here, their values by ``_core.Settings``."""
     return _core.Settings(
@@ -188,6 +205,7 @@ def _settings(
         _real(beta, "beta"),
         _real(skew, "skew"),
         _flag(t2_scale, "t2_scale"),
+        _class_weight(class_weight),
     )
 
 
@@ -256,6 +274,7 @@ def distillation_loss(
     beta: float = ...,
     skew: float = ...,
     t2_scale: bool = ...,
+    class_weight: ArrayLike | None = ...,
     reduction: Reduced = ...,
     ignore_index: int = ...,
     mask: ArrayLike | None = ...,
@@ -274,6 +293,7 @@ def distillation_loss(
     beta: float = ...,
     skew: float = ...,
     t2_scale: bool = ...,
+    class_weight: ArrayLike | None = ...,
     reduction: PerRow,
     ignore_index: int = ...,
     mask: ArrayLike | None = ...,
@@ -292,6 +312,7 @@ def distillation_loss(
     beta: float = ...,
     skew: float = ...,
     t2_scale: bool = ...,
+    class_weight: ArrayLike | None = ...,
     reduction: str = ...,
     ignore_index: int = ...,
     mask: ArrayLike | None = ...,
@@ -310,6 +331,7 @@ def distillation_loss(
     beta: float = ...,
     skew: float = ...,
     t2_scale: bool = ...,
+    class_weight: ArrayLike | None = ...,
     reduction: str = ...,
     ignore_index: int = ...,
     mask: ArrayLike | None = ...,
@@ -328,6 +350,7 @@ def distillation_loss(
     beta: float = ...,
     skew: float = ...,
     t2_scale: bool = ...,
+    class_weight: ArrayLike | None = ...,
     reduction: str = ...,
     ignore_index: int = ...,
     mask: ArrayLike | None = ...,
@@ -345,6 +368,7 @@ def distillation_loss(
     beta: float = 0.5,
     skew: float = 0.1,
     t2_scale: bool = True,
+    class_weight: ArrayLike | None = None,
     reduction: str = "mean",
     ignore_index: int = -100,
     mask: ArrayLike | None = None,
@@ -371,6 +395,9 @@ def distillation_loss(
         skew: the skewed KLs' mixture weight, in ``[0, 1]`` (checked likewise).
         t2_scale: whether the divergence term is multiplied by ``T**2`` (Hinton's loss; TRL,
             Liger Kernel and DistiLLM leave it out).
+        class_weight: one weight per class (finite, >= 0; copied): a row's CE weighs its
+            label's, and ``"mean"`` divides the CE sum by the counted rows' weights, as
+            PyTorch's ``F.cross_entropy(weight=...)`` does.
         reduction: ``"mean"`` (the divergence sum over the counted rows' number, the CE sum
             over their label weights; 0.0 when that is 0), ``"sum"`` or ``"none"`` (an array of
             shape ``student_logits.shape[:-1]``, rows that do not count 0).
@@ -387,7 +414,7 @@ def distillation_loss(
         with ``return_components``, a :class:`~kdloss.Components` of such values.
     """
     settings = _settings(
-        temperature, alpha, reduction, ignore_index, divergence, beta, skew, t2_scale
+        temperature, alpha, reduction, ignore_index, divergence, beta, skew, t2_scale, class_weight
     )
     loss, _ = _distill(
         student_logits,
@@ -415,6 +442,7 @@ def distillation_loss_and_grad(
     beta: float = ...,
     skew: float = ...,
     t2_scale: bool = ...,
+    class_weight: ArrayLike | None = ...,
     reduction: Reduced = ...,
     ignore_index: int = ...,
     mask: ArrayLike | None = ...,
@@ -434,6 +462,7 @@ def distillation_loss_and_grad(
     beta: float = ...,
     skew: float = ...,
     t2_scale: bool = ...,
+    class_weight: ArrayLike | None = ...,
     reduction: PerRow,
     ignore_index: int = ...,
     mask: ArrayLike | None = ...,
@@ -453,6 +482,7 @@ def distillation_loss_and_grad(
     beta: float = ...,
     skew: float = ...,
     t2_scale: bool = ...,
+    class_weight: ArrayLike | None = ...,
     reduction: str = ...,
     ignore_index: int = ...,
     mask: ArrayLike | None = ...,
@@ -472,6 +502,7 @@ def distillation_loss_and_grad(
     beta: float = ...,
     skew: float = ...,
     t2_scale: bool = ...,
+    class_weight: ArrayLike | None = ...,
     reduction: str = ...,
     ignore_index: int = ...,
     mask: ArrayLike | None = ...,
@@ -491,6 +522,7 @@ def distillation_loss_and_grad(
     beta: float = ...,
     skew: float = ...,
     t2_scale: bool = ...,
+    class_weight: ArrayLike | None = ...,
     reduction: str = ...,
     ignore_index: int = ...,
     mask: ArrayLike | None = ...,
@@ -509,6 +541,7 @@ def distillation_loss_and_grad(
     beta: float = 0.5,
     skew: float = 0.1,
     t2_scale: bool = True,
+    class_weight: ArrayLike | None = None,
     reduction: str = "mean",
     ignore_index: int = -100,
     mask: ArrayLike | None = None,
@@ -530,7 +563,7 @@ def distillation_loss_and_grad(
         with ``return_components``, ``(components, grad)``.
     """
     settings = _settings(
-        temperature, alpha, reduction, ignore_index, divergence, beta, skew, t2_scale
+        temperature, alpha, reduction, ignore_index, divergence, beta, skew, t2_scale, class_weight
     )
     loss, grad = _distill(
         student_logits,
@@ -596,6 +629,7 @@ def cross_entropy(
     *,
     reduction: Reduced = ...,
     ignore_index: int = ...,
+    class_weight: ArrayLike | None = ...,
     mask: ArrayLike | None = ...,
     normalizer: float | None = ...,
 ) -> float: ...
@@ -606,6 +640,7 @@ def cross_entropy(
     *,
     reduction: PerRow,
     ignore_index: int = ...,
+    class_weight: ArrayLike | None = ...,
     mask: ArrayLike | None = ...,
     normalizer: float | None = ...,
 ) -> NDArray[np.floating[Any]]: ...
@@ -616,6 +651,7 @@ def cross_entropy(
     *,
     reduction: str = ...,
     ignore_index: int = ...,
+    class_weight: ArrayLike | None = ...,
     mask: ArrayLike | None = ...,
     normalizer: float | None = ...,
 ) -> Loss: ...
@@ -625,14 +661,16 @@ def cross_entropy(
     *,
     reduction: str = "mean",
     ignore_index: int = -100,
+    class_weight: ArrayLike | None = None,
     mask: ArrayLike | None = None,
     normalizer: float | None = None,
 ) -> Loss:
     """Cross-entropy ``logsumexp(x) - x[label]`` per row, exact (never clamped), reduced.
 
     Rows whose label equals ``ignore_index``, or whose ``mask`` entry is false, do not count
-    (and are 0 with ``"none"``); ``normalizer=N`` divides the sum by ``N`` in place of the
-    counted rows' number.
+    (and are 0 with ``"none"``). With ``class_weight`` (one finite weight >= 0 per class) a
+    row's value weighs its label's weight and ``"mean"`` divides by their sum over the
+    counted rows (PyTorch's weighted mean); ``normalizer=N`` divides the sum by ``N`` instead.
     """
     reduction = _reduction(reduction)
     ignore_index = _ignore_index(ignore_index)
@@ -645,6 +683,7 @@ def cross_entropy(
         ignore_index,
         _mask(mask),
         _divisor(normalizer),
+        _class_weight(class_weight),
     )
 
 

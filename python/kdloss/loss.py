@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, overload
+from typing import Any, Literal, Optional, overload
 
+import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from .components import Components
-from .functional import Loss, Normalizer, _distill, _settings
+from .functional import Loss, Normalizer, _class_weight, _distill, _settings
 
 __all__ = ["DistillationLoss"]
 
 # The settings in the order of the constructor (after temperature and alpha): its keywords,
 # its repr, its equality and its pickle.
-_Key = tuple[float, float, str, float, float, bool, str, int]
+_Key = tuple[float, float, str, float, float, bool, Optional[tuple[float, ...]], str, int]
 
 
 class DistillationLoss:
@@ -33,6 +34,7 @@ class DistillationLoss:
         beta: the JSD's mixture weight, in ``[0, 1]``.
         skew: the skewed KLs' mixture weight, in ``[0, 1]``.
         t2_scale: whether the divergence term is multiplied by ``T**2``.
+        class_weight: one weight per class for the cross-entropy (finite, ``>= 0``; copied).
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
         ignore_index: label value of rows that count in neither term.
 
@@ -44,7 +46,7 @@ class DistillationLoss:
         0.549306
     """
 
-    __slots__ = ("_settings",)
+    __slots__ = ("_class_weight", "_settings")
 
     def __init__(
         self,
@@ -55,11 +57,21 @@ class DistillationLoss:
         beta: float = 0.5,
         skew: float = 0.1,
         t2_scale: bool = True,
+        class_weight: ArrayLike | None = None,
         reduction: str = "mean",
         ignore_index: int = -100,
     ) -> None:
+        self._class_weight = _class_weight(class_weight)
         self._settings = _settings(
-            temperature, alpha, reduction, ignore_index, divergence, beta, skew, t2_scale
+            temperature,
+            alpha,
+            reduction,
+            ignore_index,
+            divergence,
+            beta,
+            skew,
+            t2_scale,
+            self._class_weight,
         )
 
     @property
@@ -91,6 +103,11 @@ class DistillationLoss:
     def t2_scale(self) -> bool:
         """Whether the divergence term is multiplied by ``T**2``."""
         return self._settings.t2_scale
+
+    @property
+    def class_weight(self) -> NDArray[np.float64] | None:
+        """The cross-entropy's class weights (a read-only copy of the ones given), or None."""
+        return self._class_weight
 
     @property
     def reduction(self) -> str:
@@ -260,15 +277,24 @@ class DistillationLoss:
             c.beta,
             c.skew,
             c.t2_scale,
+            None if self._class_weight is None else tuple(self._class_weight.tolist()),
             c.reduction,
             c.ignore_index,
         )
 
     def __repr__(self) -> str:
-        t, a, d, b, s, t2, r, i = self._key()
+        t, a, d, b, s, t2, w, r, i = self._key()
+        # Weights as a list (evaluable) when there are few, else summarised.
+        if w is None:
+            weights = "None"
+        elif len(w) <= 16:
+            weights = repr(list(w))
+        else:
+            weights = f"<{len(w)} class weights>"
         return (
             f"DistillationLoss(temperature={t!r}, alpha={a!r}, divergence={d!r}, beta={b!r}, "
-            f"skew={s!r}, t2_scale={t2!r}, reduction={r!r}, ignore_index={i!r})"
+            f"skew={s!r}, t2_scale={t2!r}, class_weight={weights}, reduction={r!r}, "
+            f"ignore_index={i!r})"
         )
 
     def __eq__(self, other: object) -> bool:
@@ -297,6 +323,7 @@ def _rebuild(
     beta: float,
     skew: float,
     t2_scale: bool,
+    class_weight: tuple[float, ...] | None,
     reduction: str,
     ignore_index: int,
 ) -> DistillationLoss:
@@ -307,6 +334,7 @@ def _rebuild(
         beta=beta,
         skew=skew,
         t2_scale=t2_scale,
+        class_weight=class_weight,
         reduction=reduction,
         ignore_index=ignore_index,
     )

@@ -54,6 +54,26 @@ pub fn check_fraction(v: f64, name: &str) -> Result<(), KdError> {
     }
 }
 
+/// Class weights must be finite and `>= 0`.
+pub fn check_class_weight(w: &[f64]) -> Result<(), KdError> {
+    match w.iter().find(|v| !(v.is_finite() && **v >= 0.0)) {
+        Some(v) => Err(KdError::value(format!(
+            "class_weight must hold finite numbers >= 0, got {v}"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Class weights must have one entry per class.
+pub fn check_class_weight_len(len: usize, classes: usize) -> Result<(), KdError> {
+    if len != classes {
+        return Err(KdError::value(format!(
+            "class_weight must have one entry per class ({classes}), got {len}"
+        )));
+    }
+    Ok(())
+}
+
 /// A divisor of a loss's sums (`normalizer`, or one of its pair, named `name`).
 pub fn check_normalizer(n: f64, name: &str) -> Result<(), KdError> {
     if n.is_finite() && n > 0.0 {

@@ -4,7 +4,10 @@
 
 use ndarray::{ArrayView1, ArrayView2};
 
-use super::check::{check_labels, check_logits, check_out_len, check_row_len, check_same_shape};
+use super::check::{
+    check_class_weight, check_class_weight_len, check_labels, check_logits, check_out_len,
+    check_row_len, check_same_shape,
+};
 use super::chunk::LANES;
 use super::float::Float;
 use super::long::LongRow;
@@ -36,6 +39,8 @@ pub(crate) struct Rows<'a, T> {
     pub t: ArrayView2<'a, T>,
     pub labels: Option<ArrayView1<'a, i64>>,
     pub counted: Option<&'a [bool]>,
+    /// Each row's cross-entropy weight, its label's class weight (`None`: all 1).
+    pub ce_weights: Option<&'a [f64]>,
     pub level: Simd,
 }
 
@@ -52,6 +57,17 @@ impl<T> Rows<'_, T> {
         match &self.labels {
             Some(l) if !self.skips(i) => Some(l[i] as usize),
             _ => None,
+        }
+    }
+
+    /// Row `i`'s terms from its unweighted ones: the cross-entropy times the row's weight (0
+    /// for a weight of 0, even where the cross-entropy is `+inf`).
+    #[inline]
+    fn weighed(&self, i: usize, [div, ce]: Terms) -> Terms {
+        match self.ce_weights {
+            Some(w) if w[i] == 0.0 => [div, 0.0],
+            Some(w) => [div, w[i] * ce],
+            None => [div, ce],
         }
     }
 }
@@ -104,7 +120,11 @@ pub(crate) fn drive<T: Float, O: Objective<T>>(
                 Some((ns, nt))
             })
             .flatten();
-        *p = dispatch_at(
+        let obj = match rows.ce_weights {
+            Some(w) => obj.weighed(w[i]),
+            None => obj,
+        };
+        let terms = dispatch_at(
             level,
             LongRow {
                 obj,
@@ -117,6 +137,7 @@ pub(crate) fn drive<T: Float, O: Objective<T>>(
                 next,
             },
         );
+        *p = rows.weighed(i, terms);
     })
 }
 
@@ -149,6 +170,7 @@ fn drive_small<T: Float, O: Objective<T>>(
             let (g_cols, keep) = rest.split_at_mut(c);
             let mut label = [None; LANES];
             let mut s_y = [T::ZERO; LANES];
+            let mut ce_weights = [0.0; LANES];
             for k in 0..LANES {
                 if k >= n {
                     for j in 0..c {
@@ -165,6 +187,9 @@ fn drive_small<T: Float, O: Objective<T>>(
                 if let Some(y) = label[k] {
                     s_y[k] = s_cols[y][k];
                 }
+                if let Some(w) = rows.ce_weights {
+                    ce_weights[k] = w[r0 + k];
+                }
             }
             let losses = dispatch_at(
                 level,
@@ -173,13 +198,18 @@ fn drive_small<T: Float, O: Objective<T>>(
                     s: s_cols,
                     t: t_cols,
                     s_y,
+                    ce_weights: rows.ce_weights.map(|_| ce_weights),
                     keep,
                     grad: g.is_some().then_some(&mut *g_cols),
                 },
             );
             for k in 0..n {
                 let ignored = rows.skips(r0 + k);
-                ps[k] = if ignored { [0.0; 2] } else { losses[k] };
+                ps[k] = if ignored {
+                    [0.0; 2]
+                } else {
+                    rows.weighed(r0 + k, losses[k])
+                };
                 if let Some(g) = g.as_deref_mut() {
                     let row = &mut g[k * c..(k + 1) * c];
                     if ignored {
@@ -190,6 +220,7 @@ fn drive_small<T: Float, O: Objective<T>>(
                         v.write(col[k]);
                     }
                     if let (Some(w), Some(y)) = (label_weight, label[k]) {
+                        let w = rows.ce_weights.map_or(w, |cw| w * cw[r0 + k]);
                         row[y].write(g_cols[y][k] - T::from_f64(w));
                     }
                 }
@@ -214,11 +245,15 @@ pub(crate) struct Job {
     pub level: Simd,
 }
 
-/// Which rows of a call count, beyond their labels, and what the sums are divided by.
+/// Which rows of a call count, beyond their labels, how their cross-entropies weigh, and what
+/// the sums are divided by.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Selection<'a> {
     /// Rows whose entry is false do not count (`None`: every row may count).
     pub mask: Option<ArrayView1<'a, bool>>,
+    /// One weight per class: a row's cross-entropy (and its part of the gradient) weighs its
+    /// label's, and `"mean"` divides by their sum over the counted rows (`None`: all 1).
+    pub class_weight: Option<ArrayView1<'a, f64>>,
     /// Divides the sums instead of the reduction's own divisors (`"mean"` and `"sum"` only).
     pub normalizer: Option<Normalizer>,
 }
@@ -265,6 +300,13 @@ pub(crate) fn run<T: Float>(
     if let Some(m) = &selection.mask {
         check_row_len("mask", m.len(), n_rows)?;
     }
+    if let Some(w) = &selection.class_weight {
+        check_class_weight_len(w.len(), c)?;
+        match w.as_slice() {
+            Some(w) => check_class_weight(w)?,
+            None => check_class_weight(&w.to_vec())?,
+        }
+    }
     if let Some(g) = &grad {
         check_out_len(g.len(), n_rows, c)?;
     }
@@ -283,8 +325,25 @@ pub(crate) fn run<T: Float>(
     let count = counted
         .as_ref()
         .map_or(n_rows, |c| c.iter().filter(|&&c| c).count());
+    // Each counted row's label weight (the class weight of its label; 0 for the other rows).
+    let ce_weights: Option<Vec<f64>> = match (&selection.class_weight, &labels) {
+        (Some(w), Some(l)) => Some(
+            (0..n_rows)
+                .map(|i| match &counted {
+                    Some(c) if !c[i] => 0.0,
+                    // Counted rows' labels are checked: 0 <= y < c.
+                    _ => w[l[i] as usize],
+                })
+                .collect(),
+        ),
+        _ => None,
+    };
     // Without class weights each counted row's label weight is 1; without labels there is none.
-    let weight_sum = if labels.is_some() { count as f64 } else { 0.0 };
+    let weight_sum = match (&ce_weights, &labels) {
+        (Some(w), _) => w.iter().sum(),
+        (None, Some(_)) => count as f64,
+        (None, None) => 0.0,
+    };
     let divisors = Divisors::new(job.reduction, selection.normalizer, count, weight_sum);
     let temperature = job.temperature;
     // x = T·k exactly for small integers k: then e^z1 = (e^zs)^k, a multiply instead of an exp.
@@ -305,6 +364,7 @@ pub(crate) fn run<T: Float>(
         t: if kl != NO_KL { t } else { s },
         labels,
         counted: counted.as_deref(),
+        ce_weights: ce_weights.as_deref(),
         level: job.level,
     };
     let mut partials = vec![[0.0f64; 2]; n_rows];
@@ -332,6 +392,7 @@ pub(crate) fn run<T: Float>(
             count,
             weight_sum,
             labelled: labels.is_some(),
+            label_weights: ce_weights.as_deref(),
         },
         &partials,
     ))

@@ -439,6 +439,7 @@ mod tests {
             let selection = Selection {
                 mask: Some(mask.view()),
                 normalizer,
+                ..Default::default()
             };
             let mut grad = vec![1.0; rows * c];
             let parts = distillation_parts_at(
@@ -475,8 +476,8 @@ mod tests {
             ..cfg
         };
         let selection = Selection {
-            mask: None,
             normalizer: Some(Normalizer::new(2.0).unwrap()),
+            ..Default::default()
         };
         let level = simd::active();
         let (sv, tv, yv) = (s.view(), t.view(), Some(y.view()));
@@ -484,7 +485,7 @@ mod tests {
         let short = Array1::from_elem(rows - 1, true);
         let selection = Selection {
             mask: Some(short.view()),
-            normalizer: None,
+            ..Default::default()
         };
         let err = distillation_parts_at(level, &cfg, sv, tv, yv, selection, None).unwrap_err();
         assert_eq!(

@@ -21,9 +21,9 @@ pub mod small;
 pub mod softmax;
 
 pub use check::{
-    check_alpha, check_labels, check_labels_shape, check_logits, check_logits_shape,
-    check_pair_shapes, check_row_shape, check_same_shape, check_temperature, label_range_error,
-    PyShape,
+    check_alpha, check_class_weight, check_labels, check_labels_shape, check_logits,
+    check_logits_shape, check_pair_shapes, check_row_shape, check_same_shape, check_temperature,
+    label_range_error, PyShape,
 };
 pub use driver::Selection;
 pub use float::Float;

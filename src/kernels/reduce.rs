@@ -143,6 +143,8 @@ pub(crate) struct Reduce<'a> {
     pub weight_sum: f64,
     /// Whether the rows have labels (without them no row has a label weight).
     pub labelled: bool,
+    /// Each row's label weight, when there are class weights (else 1 for counted rows).
+    pub label_weights: Option<&'a [f64]>,
 }
 
 /// The loss from its terms' weighted parts; a term of weight 0 is left out (it was not
@@ -174,7 +176,10 @@ pub(crate) fn reduce<T: Float>(r: Reduce<'_>, terms: &[Terms]) -> Parts<T> {
             loss: rows(&|i| weigh(r.weights, terms[i])),
             divergence: rows(&|i| terms[i][0]),
             cross_entropy: rows(&|i| terms[i][1]),
-            weight_sum: rows(&|i| f64::from(u8::from(r.labelled && counted[i]))),
+            weight_sum: match r.label_weights {
+                Some(w) => rows(&|i| w[i]),
+                None => rows(&|i| f64::from(u8::from(r.labelled && counted[i]))),
+            },
             count: Count::Rows(counted),
         };
     }

@@ -252,6 +252,14 @@ impl<T: Float, const KL: u8, const CE: bool, const POW: u32> Objective<T>
     fn label_weight(&self) -> Option<f64> {
         CE.then_some(self.grad_ce)
     }
+
+    #[inline(always)]
+    fn weighed(self, w: f64) -> Self {
+        Hinton {
+            grad_ce: self.grad_ce * w,
+            ..self
+        }
+    }
 }
 
 /// Expands `$go!(KL, CE, POW)` for the runtime choice of terms (`$kl` one of `NO_KL`,

@@ -70,6 +70,14 @@ pub trait Objective<T: Float>: Copy + Send + Sync {
 
     /// The weight taken off the gradient at the row's label, if the objective has one.
     fn label_weight(&self) -> Option<f64>;
+
+    /// The objective for a row whose cross-entropy weighs `w` (its label's class weight): the
+    /// cross-entropy's part of the gradient scaled by `w`. An objective without one is itself.
+    #[inline(always)]
+    fn weighed(self, w: f64) -> Self {
+        let _ = w;
+        self
+    }
 }
 
 /// `(x − m)·inv_t`, per lane, without overflow in `x − m`: when `inv_t < 1` the difference is
