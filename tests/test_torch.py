@@ -102,6 +102,70 @@ def test_matches_torch_functional(
     torch.testing.assert_close(grad, want_grad, rtol=tol, atol=tol)
 
 
+def composed_options(
+    s: Tensor,
+    t: Tensor,
+    y: Tensor,
+    mask: Tensor,
+    divergence: str,
+    t2_scale: bool,
+    class_weight: Tensor,
+    normalizer: tuple[float, float] | None,
+    temperature: float = 2.0,
+    alpha: float = 0.4,
+) -> Tensor:
+    """The options of issue #10 in plain PyTorch: either KL direction, with or without T²,
+    class-weighted cross-entropy, a row mask, and a normaliser (else the weighted mean)."""
+    c = s.shape[-1]
+    s2, t2, y2, m2 = s.reshape(-1, c), t.reshape(-1, c), y.reshape(-1), mask.reshape(-1)
+    log_q = F.log_softmax(s2 / temperature, dim=-1)
+    log_p = F.log_softmax(t2 / temperature, dim=-1)
+    if divergence == "forward_kl":
+        div = F.kl_div(log_q, log_p, log_target=True, reduction="none").sum(-1)
+    else:
+        div = F.kl_div(log_p, log_q, log_target=True, reduction="none").sum(-1)
+    counted = m2 & (y2 != -100)
+    ce = F.cross_entropy(s2, y2, weight=class_weight, reduction="none", ignore_index=-100)
+    div = torch.where(counted, div, torch.zeros_like(div)).sum()
+    ce = torch.where(counted, ce, torch.zeros_like(ce)).sum()
+    if normalizer is None:
+        weights = class_weight[torch.where(counted, y2, 0)]
+        normalizer = (float(counted.sum()), float(torch.where(counted, weights, 0).sum()))
+    scale = temperature**2 if t2_scale else 1.0
+    return alpha * scale * div / normalizer[0] + (1 - alpha) * ce / normalizer[1]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("divergence", kdloss.DIVERGENCES)
+@pytest.mark.parametrize("t2_scale", [True, False])
+@pytest.mark.parametrize("normalizer", [None, (7.0, 3.5)])
+def test_options_and_selections_match_torch_functional(
+    dtype: Any, divergence: str, t2_scale: bool, normalizer: tuple[float, float] | None
+) -> None:
+    s, t, y = _inputs((3, 5, 11), dtype)
+    gen = torch.Generator().manual_seed(1)
+    mask = torch.rand(y.shape, generator=gen) < 0.7
+    w = torch.rand(11, generator=gen, dtype=torch.float64).to(dtype) + 0.2
+    kd = kt.DistillationLoss(
+        2.0, 0.4, divergence=divergence, t2_scale=t2_scale, class_weight=w.double().numpy()
+    )
+    loss, grad = _grad_of(lambda a: kd(a, t, y, mask=mask, normalizer=normalizer), s)
+    want_loss, want_grad = _grad_of(
+        lambda a: composed_options(a, t, y, mask, divergence, t2_scale, w, normalizer), s
+    )
+    tol = TOL[dtype]
+    torch.testing.assert_close(loss, want_loss, rtol=tol, atol=tol)
+    torch.testing.assert_close(grad, want_grad, rtol=tol, atol=tol)
+    # The components come back as tensors; the loss among them backpropagates.
+    leaf = s.detach().clone().requires_grad_()
+    parts = kd(leaf, t, y, mask=mask, normalizer=normalizer, return_components=True)
+    assert type(parts) is kdloss.Components
+    assert all(isinstance(v, torch.Tensor) for v in parts)
+    assert int(parts.count) == int((mask & (y != -100)).sum())
+    parts.loss.backward()
+    torch.testing.assert_close(leaf.grad, want_grad, rtol=tol, atol=tol)
+
+
 def test_gradcheck_float64() -> None:
     s, t, y = _inputs((4, 6), torch.float64)
     s.requires_grad_()
