@@ -185,6 +185,7 @@ fn kernel_benches(c: &mut Criterion) {
                     x.labels.view(),
                     Reduction::Mean,
                     Some(-100),
+                    0.0,
                     Default::default(),
                 )
                 .expect("valid inputs");

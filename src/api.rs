@@ -357,6 +357,7 @@ impl DistillationLoss {
             ignore_index,
             divergence: self.divergence,
             t2_scale: self.t2_scale,
+            label_smoothing: 0.0,
         };
         kernels::distillation(&cfg, s, t, Some(ArrayView1::from(&labels)), grad)
     }
@@ -461,6 +462,7 @@ pub fn cross_entropy<'a, T: Element>(
         ArrayView1::from(&labels),
         kernels::Reduction::Mean,
         None,
+        0.0,
         Default::default(),
     )?;
     scalar(loss)

@@ -56,7 +56,7 @@ impl Settings {
     #[new]
     #[pyo3(signature = (
         temperature, alpha, reduction, ignore_index, divergence="forward_kl", beta=0.5, skew=0.1,
-        t2_scale=true, class_weight=None
+        t2_scale=true, class_weight=None, label_smoothing=0.0
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -69,12 +69,14 @@ impl Settings {
         skew: f64,
         t2_scale: bool,
         class_weight: Option<PyReadonlyArray1<'_, f64>>,
+        label_smoothing: f64,
     ) -> PyResult<Self> {
         let reduction = Reduction::parse(reduction)?;
         let divergence = Divergence::parse("divergence", divergence, beta, skew)?;
         let cfg = Distillation::new(temperature, alpha, reduction, Some(ignore_index))?
             .with_divergence(divergence)
-            .with_t2_scale(t2_scale);
+            .with_t2_scale(t2_scale)
+            .with_label_smoothing(label_smoothing)?;
         let class_weight = class_weight.map(|w| w.as_array().to_vec());
         if let Some(w) = &class_weight {
             kernels::check_class_weight(w)?;
@@ -85,6 +87,11 @@ impl Settings {
             skew,
             class_weight,
         })
+    }
+
+    #[getter]
+    fn label_smoothing(&self) -> f64 {
+        self.cfg.label_smoothing
     }
 
     #[getter]
@@ -562,6 +569,7 @@ fn cross_entropy_typed<'py, T: Float + Element>(
     labels: PyReadonlyArrayDyn<'py, i64>,
     reduction: Reduction,
     ignore_index: i64,
+    label_smoothing: f64,
     args: CallArgs<'py, '_>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let (xd, ld) = (logits.as_array(), labels.as_array());
@@ -579,7 +587,14 @@ fn cross_entropy_typed<'py, T: Float + Element>(
         normalizer: args.normalizer,
     };
     let loss = compute(py, xv.len(), || {
-        kernels::cross_entropy(xv, lv, reduction, Some(ignore_index), selection)
+        kernels::cross_entropy(
+            xv,
+            lv,
+            reduction,
+            Some(ignore_index),
+            label_smoothing,
+            selection,
+        )
     })?;
     loss_to_py(py, loss, xd.shape())
 }
@@ -587,7 +602,8 @@ fn cross_entropy_typed<'py, T: Float + Element>(
 /// Cross-entropy of `logits` against `labels`, reduced over the rows that count.
 #[pyfunction]
 #[pyo3(signature = (
-    logits, labels, reduction, ignore_index, mask=None, normalizer=None, class_weight=None
+    logits, labels, reduction, ignore_index, mask=None, normalizer=None, class_weight=None,
+    label_smoothing=0.0
 ))]
 #[allow(clippy::too_many_arguments)]
 pub fn cross_entropy<'py>(
@@ -599,6 +615,7 @@ pub fn cross_entropy<'py>(
     mask: Option<PyReadonlyArrayDyn<'py, bool>>,
     normalizer: Option<f64>,
     class_weight: Option<PyReadonlyArray1<'py, f64>>,
+    label_smoothing: f64,
 ) -> PyResult<Bound<'py, PyAny>> {
     let reduction = Reduction::parse(reduction)?;
     let weights = class_weight.as_ref().map(|w| w.as_array());
@@ -613,8 +630,24 @@ pub fn cross_entropy<'py>(
         components: false,
     };
     match logits {
-        Logits::F32(x) => cross_entropy_typed(py, x, labels, reduction, ignore_index, args),
-        Logits::F64(x) => cross_entropy_typed(py, x, labels, reduction, ignore_index, args),
+        Logits::F32(x) => cross_entropy_typed(
+            py,
+            x,
+            labels,
+            reduction,
+            ignore_index,
+            label_smoothing,
+            args,
+        ),
+        Logits::F64(x) => cross_entropy_typed(
+            py,
+            x,
+            labels,
+            reduction,
+            ignore_index,
+            label_smoothing,
+            args,
+        ),
     }
 }
 

@@ -310,7 +310,8 @@ def test_settings_are_attributes_part_of_equality_repr_and_pickle() -> None:
     assert (kd.divergence, kd.beta, kd.skew, kd.t2_scale) == ("reverse_kl", 0.2, 0.3, False)
     assert repr(kd) == (
         "DistillationLoss(temperature=3.0, alpha=0.25, divergence='reverse_kl', beta=0.2, "
-        "skew=0.3, t2_scale=False, class_weight=None, reduction='sum', ignore_index=-100)"
+        "skew=0.3, t2_scale=False, class_weight=None, label_smoothing=0.0, reduction='sum', "
+        "ignore_index=-100)"
     )
     assert eval(repr(kd), {"DistillationLoss": kdloss.DistillationLoss}) == kd
     assert pickle.loads(pickle.dumps(kd)) == kd
@@ -457,13 +458,24 @@ def _class_weight(classes: int, seed: int) -> Array:
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
 @pytest.mark.parametrize("shape", [(6, 7, 33), (40, 5)])
-def test_class_weights_match_the_reference(
-    dtype: npt.DTypeLike, reduction: str, alpha: float, shape: tuple[int, ...]
+@pytest.mark.parametrize("weighted", [True, False])
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1, 1.0])
+def test_class_weights_and_label_smoothing_match_the_reference(
+    dtype: npt.DTypeLike,
+    reduction: str,
+    alpha: float,
+    shape: tuple[int, ...],
+    weighted: bool,
+    label_smoothing: float,
 ) -> None:
     s, t, y, mask = _inputs(dtype, shape=shape, seed=14)
-    w = _class_weight(shape[-1], 14)
+    w = _class_weight(shape[-1], 14) if weighted else np.ones(shape[-1])
     options: dict[str, Any] = dict(
-        temperature=2.0, alpha=alpha, class_weight=w, reduction=reduction
+        temperature=2.0,
+        alpha=alpha,
+        class_weight=w if weighted else None,
+        label_smoothing=label_smoothing,
+        reduction=reduction,
     )
     got = kdloss.distillation_loss_and_grad(s, t, y, mask=mask, return_components=True, **options)
     want = reference.distillation_loss_and_grad(
@@ -480,7 +492,14 @@ def test_class_weights_match_the_reference(
     )
     _check(got, want, dtype, magnitude, mask.size, divisor)
     if alpha == 0.0:
-        ce = kdloss.cross_entropy(s, y, class_weight=w, mask=mask, reduction=reduction)
+        ce = kdloss.cross_entropy(
+            s,
+            y,
+            class_weight=options["class_weight"],
+            label_smoothing=label_smoothing,
+            mask=mask,
+            reduction=reduction,
+        )
         np.testing.assert_array_equal(ce, got[0].cross_entropy)
 
 
@@ -573,3 +592,84 @@ def test_class_weights_of_the_wrong_length_are_refused_at_the_call() -> None:
         kd(s, s, y)
     with pytest.raises(ValueError, match=message):
         kdloss.cross_entropy(s, y, class_weight=[1.0, 2.0])
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.2, 1.0])
+@pytest.mark.parametrize("classes", [6, 30])
+def test_smoothed_weighted_gradient_is_the_derivative_of_the_loss(
+    label_smoothing: float, classes: int
+) -> None:
+    rng = np.random.default_rng(16)
+    s, t = logits(rng, (5, classes)), logits(rng, (5, classes))
+    y, mask = np.array([0, 5, IGNORE, 2, 1]), np.array([True, False, True, True, True])
+    kd = kdloss.DistillationLoss(
+        1.5,
+        0.3,
+        divergence="reverse_kl",
+        class_weight=_class_weight(classes, 16),
+        label_smoothing=label_smoothing,
+    )
+    _, grad = kd.forward_backward(s, t, y, mask=mask)
+    h = 1e-6
+    numeric = np.zeros_like(s)
+    for index in np.ndindex(s.shape):
+        up, down = s.copy(), s.copy()
+        up[index] += h
+        down[index] -= h
+        numeric[index] = (kd(up, t, y, mask=mask) - kd(down, t, y, mask=mask)) / (2 * h)
+    np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8)
+
+
+def test_smoothing_with_a_masked_student_class_is_infinite_unless_its_weight_is_zero() -> None:
+    """PyTorch's smoothing term is +inf for a student class at -inf, and NaN (0 * inf) when
+    that class weighs 0; kdloss gives +inf and a finite value."""
+    s = np.array([[1.0, -np.inf, 0.5, 2.0], [0.0, -np.inf, 1.0, 1.0]])
+    y = np.array([0, 3])
+    for small in (s, np.tile(s, (1, 10))):  # the short-row and the long-row driver
+        labels = y
+        assert kdloss.cross_entropy(small, labels, label_smoothing=0.1) == np.inf
+        w = np.ones(small.shape[-1])
+        w[1::4] = 0.0
+        got = kdloss.cross_entropy(small, labels, label_smoothing=0.1, class_weight=w)
+        want = reference.cross_entropy(small, labels, label_smoothing=0.1, class_weight=w)
+        assert math.isfinite(got)
+        assert got == pytest.approx(want, rel=1e-14)
+        _, grad = kdloss.distillation_loss_and_grad(
+            small, small, labels, alpha=0.0, label_smoothing=0.1, class_weight=w
+        )
+        _, want_grad = reference.distillation_loss_and_grad(
+            small, small, labels, alpha=0.0, label_smoothing=0.1, class_weight=w
+        )
+        np.testing.assert_allclose(grad, want_grad, rtol=1e-13, atol=1e-16)
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "message"),
+    [
+        (1.5, ValueError, r"label_smoothing must be in \[0, 1\], got 1.5"),
+        (-0.1, ValueError, r"label_smoothing must be in \[0, 1\], got -0.1"),
+        (math.nan, ValueError, r"label_smoothing must be in \[0, 1\], got NaN"),
+        ("0.1", TypeError, "label_smoothing must be a real number"),
+    ],
+)
+def test_bad_label_smoothing_is_refused_by_name(
+    value: Any, error: type[Exception], message: str
+) -> None:
+    s, y = np.zeros((2, 3)), np.array([0, 1])
+    with pytest.raises(error, match=message):
+        kdloss.DistillationLoss(label_smoothing=value)
+    with pytest.raises(error, match=message):
+        kdloss.distillation_loss(s, s, y, label_smoothing=value)
+    with pytest.raises(error, match=message):
+        kdloss.cross_entropy(s, y, label_smoothing=value)
+
+
+def test_label_smoothing_is_an_attribute_part_of_equality_repr_and_pickle() -> None:
+    kd = kdloss.DistillationLoss(label_smoothing=0.25)
+    assert kd.label_smoothing == 0.25
+    assert "label_smoothing=0.25" in repr(kd)
+    assert kd != kdloss.DistillationLoss()
+    assert pickle.loads(pickle.dumps(kd)) == kd
+    assert eval(repr(kd), {"DistillationLoss": kdloss.DistillationLoss}) == kd
+    with pytest.raises(AttributeError):
+        kd.label_smoothing = 0.0  # type: ignore[misc]

@@ -41,7 +41,10 @@ class Settings:
         skew: float = 0.1,
         t2_scale: bool = True,
         class_weight: NDArray[np.float64] | None = None,
+        label_smoothing: float = 0.0,
     ) -> Settings: ...
+    @property
+    def label_smoothing(self) -> float: ...
     @property
     def class_weight(self) -> list[float] | None: ...
     @property
@@ -97,6 +100,7 @@ def cross_entropy(
     mask: NDArray[np.bool_] | None = None,
     normalizer: float | None = None,
     class_weight: NDArray[np.float64] | None = None,
+    label_smoothing: float = 0.0,
 ) -> _Loss: ...
 def softmax(
     x: NDArray[np.floating[Any]], temperature: float, log: bool

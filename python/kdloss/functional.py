@@ -194,6 +194,7 @@ def _settings(
     skew: object = 0.1,
     t2_scale: object = True,
     class_weight: ArrayLike | None = None,
+    label_smoothing: object = 0.0,
 ) -> _core.Settings:
     """Loss settings: their types checked here, their values by ``_core.Settings``."""
     return _core.Settings(
@@ -206,6 +207,7 @@ def _settings(
         _real(skew, "skew"),
         _flag(t2_scale, "t2_scale"),
         _class_weight(class_weight),
+        _real(label_smoothing, "label_smoothing"),
     )
 
 
@@ -275,6 +277,7 @@ def distillation_loss(
     skew: float = ...,
     t2_scale: bool = ...,
     class_weight: ArrayLike | None = ...,
+    label_smoothing: float = ...,
     reduction: Reduced = ...,
     ignore_index: int = ...,
     mask: ArrayLike | None = ...,
@@ -294,6 +297,7 @@ def distillation_loss(
     skew: float = ...,
     t2_scale: bool = ...,
     class_weight: ArrayLike | None = ...,
+    label_smoothing: float = ...,
     reduction: PerRow,
     ignore_index: int = ...,
     mask: ArrayLike | None = ...,
@@ -313,6 +317,7 @@ def distillation_loss(
     skew: float = ...,
     t2_scale: bool = ...,
     class_weight: ArrayLike | None = ...,
+    label_smoothing: float = ...,
     reduction: str = ...,
     ignore_index: int = ...,
     mask: ArrayLike | None = ...,
@@ -332,6 +337,7 @@ def distillation_loss(
     skew: float = ...,
     t2_scale: bool = ...,
     class_weight: ArrayLike | None = ...,
+    label_smoothing: float = ...,
     reduction: str = ...,
     ignore_index: int = ...,
     mask: ArrayLike | None = ...,
@@ -351,6 +357,7 @@ def distillation_loss(
     skew: float = ...,
     t2_scale: bool = ...,
     class_weight: ArrayLike | None = ...,
+    label_smoothing: float = ...,
     reduction: str = ...,
     ignore_index: int = ...,
     mask: ArrayLike | None = ...,
@@ -369,6 +376,7 @@ def distillation_loss(
     skew: float = 0.1,
     t2_scale: bool = True,
     class_weight: ArrayLike | None = None,
+    label_smoothing: float = 0.0,
     reduction: str = "mean",
     ignore_index: int = -100,
     mask: ArrayLike | None = None,
@@ -398,6 +406,8 @@ def distillation_loss(
         class_weight: one weight per class (finite, >= 0; copied): a row's CE weighs its
             label's, and ``"mean"`` divides the CE sum by the counted rows' weights, as
             PyTorch's ``F.cross_entropy(weight=...)`` does.
+        label_smoothing: ``eps`` in ``[0, 1]``: the CE is ``(1 - eps) * w[y] * CE
+            + (eps / C) * sum_c w[c] * (-log q[c])``, PyTorch's ``label_smoothing``.
         reduction: ``"mean"`` (the divergence sum over the counted rows' number, the CE sum
             over their label weights; 0.0 when that is 0), ``"sum"`` or ``"none"`` (an array of
             shape ``student_logits.shape[:-1]``, rows that do not count 0).
@@ -414,7 +424,16 @@ def distillation_loss(
         with ``return_components``, a :class:`~kdloss.Components` of such values.
     """
     settings = _settings(
-        temperature, alpha, reduction, ignore_index, divergence, beta, skew, t2_scale, class_weight
+        temperature,
+        alpha,
+        reduction,
+        ignore_index,
+        divergence,
+        beta,
+        skew,
+        t2_scale,
+        class_weight,
+        label_smoothing,
     )
     loss, _ = _distill(
         student_logits,
@@ -443,6 +462,7 @@ def distillation_loss_and_grad(
     skew: float = ...,
     t2_scale: bool = ...,
     class_weight: ArrayLike | None = ...,
+    label_smoothing: float = ...,
     reduction: Reduced = ...,
     ignore_index: int = ...,
     mask: ArrayLike | None = ...,
@@ -463,6 +483,7 @@ def distillation_loss_and_grad(
     skew: float = ...,
     t2_scale: bool = ...,
     class_weight: ArrayLike | None = ...,
+    label_smoothing: float = ...,
     reduction: PerRow,
     ignore_index: int = ...,
     mask: ArrayLike | None = ...,
@@ -483,6 +504,7 @@ def distillation_loss_and_grad(
     skew: float = ...,
     t2_scale: bool = ...,
     class_weight: ArrayLike | None = ...,
+    label_smoothing: float = ...,
     reduction: str = ...,
     ignore_index: int = ...,
     mask: ArrayLike | None = ...,
@@ -503,6 +525,7 @@ def distillation_loss_and_grad(
     skew: float = ...,
     t2_scale: bool = ...,
     class_weight: ArrayLike | None = ...,
+    label_smoothing: float = ...,
     reduction: str = ...,
     ignore_index: int = ...,
     mask: ArrayLike | None = ...,
@@ -523,6 +546,7 @@ def distillation_loss_and_grad(
     skew: float = ...,
     t2_scale: bool = ...,
     class_weight: ArrayLike | None = ...,
+    label_smoothing: float = ...,
     reduction: str = ...,
     ignore_index: int = ...,
     mask: ArrayLike | None = ...,
@@ -542,6 +566,7 @@ def distillation_loss_and_grad(
     skew: float = 0.1,
     t2_scale: bool = True,
     class_weight: ArrayLike | None = None,
+    label_smoothing: float = 0.0,
     reduction: str = "mean",
     ignore_index: int = -100,
     mask: ArrayLike | None = None,
@@ -563,7 +588,16 @@ def distillation_loss_and_grad(
         with ``return_components``, ``(components, grad)``.
     """
     settings = _settings(
-        temperature, alpha, reduction, ignore_index, divergence, beta, skew, t2_scale, class_weight
+        temperature,
+        alpha,
+        reduction,
+        ignore_index,
+        divergence,
+        beta,
+        skew,
+        t2_scale,
+        class_weight,
+        label_smoothing,
     )
     loss, grad = _distill(
         student_logits,
@@ -630,6 +664,7 @@ def cross_entropy(
     reduction: Reduced = ...,
     ignore_index: int = ...,
     class_weight: ArrayLike | None = ...,
+    label_smoothing: float = ...,
     mask: ArrayLike | None = ...,
     normalizer: float | None = ...,
 ) -> float: ...
@@ -641,6 +676,7 @@ def cross_entropy(
     reduction: PerRow,
     ignore_index: int = ...,
     class_weight: ArrayLike | None = ...,
+    label_smoothing: float = ...,
     mask: ArrayLike | None = ...,
     normalizer: float | None = ...,
 ) -> NDArray[np.floating[Any]]: ...
@@ -652,6 +688,7 @@ def cross_entropy(
     reduction: str = ...,
     ignore_index: int = ...,
     class_weight: ArrayLike | None = ...,
+    label_smoothing: float = ...,
     mask: ArrayLike | None = ...,
     normalizer: float | None = ...,
 ) -> Loss: ...
@@ -662,6 +699,7 @@ def cross_entropy(
     reduction: str = "mean",
     ignore_index: int = -100,
     class_weight: ArrayLike | None = None,
+    label_smoothing: float = 0.0,
     mask: ArrayLike | None = None,
     normalizer: float | None = None,
 ) -> Loss:
@@ -671,6 +709,9 @@ def cross_entropy(
     (and are 0 with ``"none"``). With ``class_weight`` (one finite weight >= 0 per class) a
     row's value weighs its label's weight and ``"mean"`` divides by their sum over the
     counted rows (PyTorch's weighted mean); ``normalizer=N`` divides the sum by ``N`` instead.
+    ``label_smoothing=eps`` (in ``[0, 1]``) makes each row ``(1 - eps) * w[y] * CE + (eps / C)
+    * sum_c w[c] * (-log q[c])``, as PyTorch's; a class of weight 0 contributes 0 even where
+    its log-probability is ``-inf``.
     """
     reduction = _reduction(reduction)
     ignore_index = _ignore_index(ignore_index)
@@ -684,6 +725,7 @@ def cross_entropy(
         _mask(mask),
         _divisor(normalizer),
         _class_weight(class_weight),
+        _real(label_smoothing, "label_smoothing"),
     )
 
 

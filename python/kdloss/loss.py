@@ -14,7 +14,7 @@ __all__ = ["DistillationLoss"]
 
 # The settings in the order of the constructor (after temperature and alpha): its keywords,
 # its repr, its equality and its pickle.
-_Key = tuple[float, float, str, float, float, bool, Optional[tuple[float, ...]], str, int]
+_Key = tuple[float, float, str, float, float, bool, Optional[tuple[float, ...]], float, str, int]
 
 
 class DistillationLoss:
@@ -35,6 +35,7 @@ class DistillationLoss:
         skew: the skewed KLs' mixture weight, in ``[0, 1]``.
         t2_scale: whether the divergence term is multiplied by ``T**2``.
         class_weight: one weight per class for the cross-entropy (finite, ``>= 0``; copied).
+        label_smoothing: the cross-entropy's label smoothing, in ``[0, 1]``.
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
         ignore_index: label value of rows that count in neither term.
 
@@ -58,6 +59,7 @@ class DistillationLoss:
         skew: float = 0.1,
         t2_scale: bool = True,
         class_weight: ArrayLike | None = None,
+        label_smoothing: float = 0.0,
         reduction: str = "mean",
         ignore_index: int = -100,
     ) -> None:
@@ -72,6 +74,7 @@ class DistillationLoss:
             skew,
             t2_scale,
             self._class_weight,
+            label_smoothing,
         )
 
     @property
@@ -108,6 +111,11 @@ class DistillationLoss:
     def class_weight(self) -> NDArray[np.float64] | None:
         """The cross-entropy's class weights (a read-only copy of the ones given), or None."""
         return self._class_weight
+
+    @property
+    def label_smoothing(self) -> float:
+        """The cross-entropy's label smoothing."""
+        return self._settings.label_smoothing
 
     @property
     def reduction(self) -> str:
@@ -278,12 +286,13 @@ class DistillationLoss:
             c.skew,
             c.t2_scale,
             None if self._class_weight is None else tuple(self._class_weight.tolist()),
+            c.label_smoothing,
             c.reduction,
             c.ignore_index,
         )
 
     def __repr__(self) -> str:
-        t, a, d, b, s, t2, w, r, i = self._key()
+        t, a, d, b, s, t2, w, eps, r, i = self._key()
         # Weights as a list (evaluable) when there are few, else summarised.
         if w is None:
             weights = "None"
@@ -293,8 +302,8 @@ class DistillationLoss:
             weights = f"<{len(w)} class weights>"
         return (
             f"DistillationLoss(temperature={t!r}, alpha={a!r}, divergence={d!r}, beta={b!r}, "
-            f"skew={s!r}, t2_scale={t2!r}, class_weight={weights}, reduction={r!r}, "
-            f"ignore_index={i!r})"
+            f"skew={s!r}, t2_scale={t2!r}, class_weight={weights}, label_smoothing={eps!r}, "
+            f"reduction={r!r}, ignore_index={i!r})"
         )
 
     def __eq__(self, other: object) -> bool:
@@ -324,6 +333,7 @@ def _rebuild(
     skew: float,
     t2_scale: bool,
     class_weight: tuple[float, ...] | None,
+    label_smoothing: float,
     reduction: str,
     ignore_index: int,
 ) -> DistillationLoss:
@@ -335,6 +345,7 @@ def _rebuild(
         skew=skew,
         t2_scale=t2_scale,
         class_weight=class_weight,
+        label_smoothing=label_smoothing,
         reduction=reduction,
         ignore_index=ignore_index,
     )

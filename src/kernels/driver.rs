@@ -2,6 +2,8 @@
 //! blocks of `LANES` (`small.rs`), in parallel over rows, at one SIMD level for the whole call;
 //! and, for the Hinton objective, checks the call's inputs and reduces the rows' losses.
 
+use std::borrow::Cow;
+
 use ndarray::{ArrayView1, ArrayView2};
 
 use super::check::{
@@ -10,6 +12,7 @@ use super::check::{
 };
 use super::chunk::LANES;
 use super::float::Float;
+use super::label::LabelTerms;
 use super::long::LongRow;
 use super::objective::hinton::{Hinton, Weights, NO_KL};
 use super::objective::Objective;
@@ -39,12 +42,12 @@ pub(crate) struct Rows<'a, T> {
     pub t: ArrayView2<'a, T>,
     pub labels: Option<ArrayView1<'a, i64>>,
     pub counted: Option<&'a [bool]>,
-    /// Each row's cross-entropy weight, its label's class weight (`None`: all 1).
-    pub ce_weights: Option<&'a [f64]>,
+    /// Class weights and label smoothing of the cross-entropy (`None`: the plain one).
+    pub ce: Option<LabelTerms<'a>>,
     pub level: Simd,
 }
 
-impl<T> Rows<'_, T> {
+impl<T: Float> Rows<'_, T> {
     /// Whether row `i` is left out.
     #[inline]
     fn skips(&self, i: usize) -> bool {
@@ -60,14 +63,12 @@ impl<T> Rows<'_, T> {
         }
     }
 
-    /// Row `i`'s terms from its unweighted ones: the cross-entropy times the row's weight (0
-    /// for a weight of 0, even where the cross-entropy is `+inf`).
+    /// Row `i`'s terms from the objective's (its plain cross-entropy), through `LabelTerms`.
     #[inline]
-    fn weighed(&self, i: usize, [div, ce]: Terms) -> Terms {
-        match self.ce_weights {
-            Some(w) if w[i] == 0.0 => [div, 0.0],
-            Some(w) => [div, w[i] * ce],
-            None => [div, ce],
+    fn weighed(&self, i: usize, terms: Terms) -> Terms {
+        match (self.ce, self.label(i)) {
+            (Some(ce), Some(y)) => ce.row(i, terms, self.s.row(i), y),
+            _ => terms,
         }
     }
 }
@@ -120,23 +121,32 @@ pub(crate) fn drive<T: Float, O: Objective<T>>(
                 Some((ns, nt))
             })
             .flatten();
-        let obj = match rows.ce_weights {
-            Some(w) => obj.weighed(w[i]),
+        // The cross-entropy's weight in the gradient, before the row's factors.
+        let ce_grad = obj.label_weight();
+        let weighed = match rows.ce {
+            Some(ce) => {
+                let (coef, label) = ce.factors(i);
+                obj.weighed(coef, label)
+            }
             None => obj,
         };
+        let mut g = g;
         let terms = dispatch_at(
             level,
             LongRow {
-                obj,
+                obj: weighed,
                 s: s_row,
                 t: t_row,
                 label: rows.label(i),
-                grad: g,
+                grad: g.as_deref_mut(),
                 stream,
                 keep: &mut scratch.keep,
                 next,
             },
         );
+        if let (Some(ce), Some(g), Some(w)) = (rows.ce, g, ce_grad) {
+            ce.smooth_row(w, g);
+        }
         *p = rows.weighed(i, terms);
     })
 }
@@ -151,6 +161,7 @@ fn drive_small<T: Float, O: Objective<T>>(
 ) -> Result<(), KdError> {
     let Rows { s, t, level, .. } = rows;
     let c = s.ncols();
+    // The cross-entropy's weight in the gradient, before each row's factors.
     let label_weight = obj.label_weight();
     // Rows are written whole from the columns below, fresh or not.
     let grad = grad.map(|g| g.split().0);
@@ -170,7 +181,7 @@ fn drive_small<T: Float, O: Objective<T>>(
             let (g_cols, keep) = rest.split_at_mut(c);
             let mut label = [None; LANES];
             let mut s_y = [T::ZERO; LANES];
-            let mut ce_weights = [0.0; LANES];
+            let mut ce_factors = [(1.0, 1.0); LANES];
             for k in 0..LANES {
                 if k >= n {
                     for j in 0..c {
@@ -187,8 +198,8 @@ fn drive_small<T: Float, O: Objective<T>>(
                 if let Some(y) = label[k] {
                     s_y[k] = s_cols[y][k];
                 }
-                if let Some(w) = rows.ce_weights {
-                    ce_weights[k] = w[r0 + k];
+                if let Some(ce) = rows.ce {
+                    ce_factors[k] = ce.factors(r0 + k);
                 }
             }
             let losses = dispatch_at(
@@ -198,7 +209,7 @@ fn drive_small<T: Float, O: Objective<T>>(
                     s: s_cols,
                     t: t_cols,
                     s_y,
-                    ce_weights: rows.ce_weights.map(|_| ce_weights),
+                    ce_factors: rows.ce.map(|_| ce_factors),
                     keep,
                     grad: g.is_some().then_some(&mut *g_cols),
                 },
@@ -216,12 +227,24 @@ fn drive_small<T: Float, O: Objective<T>>(
                         out::zero(row);
                         continue;
                     }
-                    for (v, col) in row.iter_mut().zip(g_cols.iter()) {
-                        v.write(col[k]);
+                    match (rows.ce.filter(|ce| ce.smooths()), label_weight) {
+                        (Some(ce), Some(w)) => {
+                            for (j, (v, col)) in row.iter_mut().zip(g_cols.iter()).enumerate() {
+                                v.write(col[k] + T::from_f64(ce.smooth_grad(w, j)));
+                            }
+                        }
+                        _ => {
+                            for (v, col) in row.iter_mut().zip(g_cols.iter()) {
+                                v.write(col[k]);
+                            }
+                        }
                     }
                     if let (Some(w), Some(y)) = (label_weight, label[k]) {
-                        let w = rows.ce_weights.map_or(w, |cw| w * cw[r0 + k]);
-                        row[y].write(g_cols[y][k] - T::from_f64(w));
+                        let smooth = match rows.ce.filter(|ce| ce.smooths()) {
+                            Some(ce) => ce.smooth_grad(w, y),
+                            None => 0.0,
+                        };
+                        row[y].write(g_cols[y][k] + T::from_f64(smooth - w * ce_factors[k].1));
                     }
                 }
             }
@@ -240,6 +263,8 @@ pub(crate) struct Job {
     pub kl_weight: f64,
     pub ce_weight: f64,
     pub temperature: f64,
+    /// The cross-entropy's label smoothing `ε`, in `[0, 1]`.
+    pub label_smoothing: f64,
     pub reduction: Reduction,
     pub ignore_index: Option<i64>,
     pub level: Simd,
@@ -300,12 +325,13 @@ pub(crate) fn run<T: Float>(
     if let Some(m) = &selection.mask {
         check_row_len("mask", m.len(), n_rows)?;
     }
-    if let Some(w) = &selection.class_weight {
+    let class_weight: Option<Cow<'_, [f64]>> = selection.class_weight.as_ref().map(|w| {
+        w.as_slice()
+            .map_or_else(|| Cow::Owned(w.to_vec()), Cow::Borrowed)
+    });
+    if let Some(w) = &class_weight {
         check_class_weight_len(w.len(), c)?;
-        match w.as_slice() {
-            Some(w) => check_class_weight(w)?,
-            None => check_class_weight(&w.to_vec())?,
-        }
+        check_class_weight(w)?;
     }
     if let Some(g) = &grad {
         check_out_len(g.len(), n_rows, c)?;
@@ -326,7 +352,7 @@ pub(crate) fn run<T: Float>(
         .as_ref()
         .map_or(n_rows, |c| c.iter().filter(|&&c| c).count());
     // Each counted row's label weight (the class weight of its label; 0 for the other rows).
-    let ce_weights: Option<Vec<f64>> = match (&selection.class_weight, &labels) {
+    let ce_weights: Option<Vec<f64>> = match (&class_weight, &labels) {
         (Some(w), Some(l)) => Some(
             (0..n_rows)
                 .map(|i| match &counted {
@@ -364,7 +390,16 @@ pub(crate) fn run<T: Float>(
         t: if kl != NO_KL { t } else { s },
         labels,
         counted: counted.as_deref(),
-        ce_weights: ce_weights.as_deref(),
+        ce: if ce {
+            LabelTerms::new(
+                job.label_smoothing,
+                class_weight.as_deref(),
+                ce_weights.as_deref(),
+                c,
+            )
+        } else {
+            None
+        },
         level: job.level,
     };
     let mut partials = vec![[0.0f64; 2]; n_rows];

@@ -25,6 +25,8 @@ pub struct Distillation {
     pub divergence: Divergence,
     /// Whether the divergence term is multiplied by `T²` (Hinton's loss; the default).
     pub t2_scale: bool,
+    /// The cross-entropy's label smoothing `ε`, in `[0, 1]` (0: none, the default).
+    pub label_smoothing: f64,
 }
 
 /// The direction of a distillation loss's KL term, for `p = softmax(t/T)`, `q = softmax(s/T)`.
@@ -89,12 +91,23 @@ impl Distillation {
             ignore_index,
             divergence: Divergence::default(),
             t2_scale: true,
+            label_smoothing: 0.0,
         })
     }
 
     /// The same loss with the KL term in the direction `divergence`.
     pub fn with_divergence(self, divergence: Divergence) -> Self {
         Distillation { divergence, ..self }
+    }
+
+    /// The same loss with the cross-entropy's labels smoothed by `label_smoothing` (in
+    /// `[0, 1]`), as PyTorch's `F.cross_entropy(label_smoothing=...)`.
+    pub fn with_label_smoothing(self, label_smoothing: f64) -> Result<Self, KdError> {
+        check_fraction(label_smoothing, "label_smoothing")?;
+        Ok(Distillation {
+            label_smoothing,
+            ..self
+        })
     }
 
     /// The same loss with the divergence term multiplied by `T²` or not.
@@ -153,6 +166,7 @@ pub fn distillation_parts_at<T: Float>(
         kl_weight: cfg.divergence_weight(),
         ce_weight: 1.0 - cfg.alpha,
         temperature: cfg.temperature,
+        label_smoothing: cfg.label_smoothing,
         reduction: cfg.reduction,
         ignore_index: cfg.ignore_index,
         level,
@@ -174,6 +188,7 @@ pub fn kl_divergence<T: Float>(
         kl_weight: 1.0,
         ce_weight: 0.0,
         temperature,
+        label_smoothing: 0.0,
         reduction,
         ignore_index: None,
         level: simd::active(),
@@ -181,21 +196,25 @@ pub fn kl_divergence<T: Float>(
     run(job, student, teacher, None, Selection::default(), None).map(|p| p.loss)
 }
 
-/// Cross-entropy `logsumexp(x) − x[y]` per row, reduced; rows labelled `ignore_index` (when
+/// Cross-entropy `logsumexp(x) − x[y]` per row (with `label_smoothing` and the selection's
+/// class weights as PyTorch's `F.cross_entropy`), reduced; rows labelled `ignore_index` (when
 /// there is one), or left out by `selection`, do not count.
 pub fn cross_entropy<T: Float>(
     logits: ArrayView2<T>,
     labels: ArrayView1<i64>,
     reduction: Reduction,
     ignore_index: Option<i64>,
+    label_smoothing: f64,
     selection: Selection<'_>,
 ) -> Result<Loss<T>, KdError> {
+    check_fraction(label_smoothing, "label_smoothing")?;
     let job = Job {
         subject: "logits",
         kl: FORWARD,
         kl_weight: 0.0,
         ce_weight: 1.0,
         temperature: 1.0,
+        label_smoothing,
         reduction,
         ignore_index,
         level: simd::active(),

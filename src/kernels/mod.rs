@@ -8,6 +8,7 @@ pub mod check;
 pub mod chunk;
 pub mod driver;
 pub mod float;
+pub mod label;
 pub mod long;
 pub mod loss;
 pub mod objective;

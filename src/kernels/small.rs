@@ -32,8 +32,8 @@ pub(crate) struct SmallBlock<'a, T, O> {
     pub t: &'a [Chunk<T>],
     /// Each row's student logit at its label (NaN for rows without one).
     pub s_y: Chunk<T>,
-    /// Each row's cross-entropy weight (`Objective::weighed`), if the rows have them.
-    pub ce_weights: Option<[f64; LANES]>,
+    /// Each row's cross-entropy factors (`Objective::weighed`), if the rows have them.
+    pub ce_factors: Option<[(f64, f64); LANES]>,
     /// `KEPT` column sets of scratch (`KEPT * s.len()`), used with `grad`.
     pub keep: &'a mut [Chunk<T>],
     /// The gradient in column form, without the label's term.
@@ -102,8 +102,8 @@ impl<T: Float, O: Objective<T>> Kernel for SmallBlock<'_, T, O> {
                 for (v, sum) in lane.iter_mut().zip(&sums) {
                     *v = sum[k];
                 }
-                let c = match self.ce_weights {
-                    Some(w) => obj.weighed(w[k]).coeffs::<L>(&lane, 0.0, 0.0),
+                let c = match self.ce_factors {
+                    Some(f) => obj.weighed(f[k].0, f[k].1).coeffs::<L>(&lane, 0.0, 0.0),
                     None => obj.coeffs::<L>(&lane, 0.0, 0.0),
                 };
                 for (m, v) in c.iter().enumerate() {

@@ -38,7 +38,7 @@ pub fn softmax_into_at<T: Float>(
         t: x,
         labels: None,
         counted: None,
-        ce_weights: None,
+        ce: None,
         level,
     };
     let mut unused = vec![[0.0; 2]; x.nrows()];

@@ -43,6 +43,8 @@ pub struct Hinton<T, const KL: u8, const CE: bool, const POW: u32> {
     /// reduction's scale.
     grad_kl: f64,
     grad_ce: f64,
+    /// The weight taken off the gradient at the label (`grad_ce` unless `weighed`).
+    grad_label: f64,
 }
 
 /// The loss and gradient weights of a Hinton objective, decided per call.
@@ -65,6 +67,7 @@ impl<T: Float, const KL: u8, const CE: bool, const POW: u32> Hinton<T, KL, CE, P
             // d/ds of w·KL(p_t ‖ softmax(s/T)) is (w/T)·(softmax(s/T) − p_t).
             grad_kl: w.kl_weight / w.temperature * w.scales[0],
             grad_ce: w.ce_weight * w.scales[1],
+            grad_label: w.ce_weight * w.scales[1],
         }
     }
 
@@ -250,13 +253,14 @@ impl<T: Float, const KL: u8, const CE: bool, const POW: u32> Objective<T>
 
     #[inline(always)]
     fn label_weight(&self) -> Option<f64> {
-        CE.then_some(self.grad_ce)
+        CE.then_some(self.grad_label)
     }
 
     #[inline(always)]
-    fn weighed(self, w: f64) -> Self {
+    fn weighed(self, coef: f64, label: f64) -> Self {
         Hinton {
-            grad_ce: self.grad_ce * w,
+            grad_ce: self.grad_ce * coef,
+            grad_label: self.grad_label * label,
             ..self
         }
     }

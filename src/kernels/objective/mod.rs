@@ -71,11 +71,12 @@ pub trait Objective<T: Float>: Copy + Send + Sync {
     /// The weight taken off the gradient at the row's label, if the objective has one.
     fn label_weight(&self) -> Option<f64>;
 
-    /// The objective for a row whose cross-entropy weighs `w` (its label's class weight): the
-    /// cross-entropy's part of the gradient scaled by `w`. An objective without one is itself.
+    /// The objective for a row whose cross-entropy's gradient has its `softmax(s)` term
+    /// scaled by `coef` and its label's term by `label` (class weights and label smoothing,
+    /// `label.rs`). An objective without a cross-entropy is itself.
     #[inline(always)]
-    fn weighed(self, w: f64) -> Self {
-        let _ = w;
+    fn weighed(self, coef: f64, label: f64) -> Self {
+        let _ = (coef, label);
         self
     }
 }
