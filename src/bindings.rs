@@ -20,8 +20,8 @@ use pyo3::types::{PyDict, PyFloat};
 use crate::config;
 use crate::error::KdError;
 use crate::kernels::{
-    self, simd, Count, Distillation, Divergence, Float, Loss, Normalizer, Out, Parts, PyShape,
-    Reduction, Selection, Simd,
+    self, simd, ClassWeights, Count, Distillation, Divergence, Float, Loss, Normalizer, Out, Parts,
+    PyShape, Reduction, Selection, Simd,
 };
 use crate::output_cache;
 
@@ -48,7 +48,7 @@ pub struct Settings {
     beta: f64,
     skew: f64,
     /// A copy of the caller's, checked (its length is checked per call).
-    class_weight: Option<Vec<f64>>,
+    class_weight: Option<ClassWeights>,
 }
 
 #[pymethods]
@@ -77,10 +77,9 @@ impl Settings {
             .with_divergence(divergence)
             .with_t2_scale(t2_scale)
             .with_label_smoothing(label_smoothing)?;
-        let class_weight = class_weight.map(|w| w.as_array().to_vec());
-        if let Some(w) = &class_weight {
-            kernels::check_class_weight(w)?;
-        }
+        let class_weight = class_weight
+            .map(|w| ClassWeights::new(w.as_array().to_vec()))
+            .transpose()?;
         Ok(Settings {
             cfg,
             beta,
@@ -96,7 +95,7 @@ impl Settings {
 
     #[getter]
     fn class_weight(&self) -> Option<Vec<f64>> {
-        self.class_weight.clone()
+        self.class_weight.as_ref().map(|w| w.as_slice().to_vec())
     }
 
     #[getter]
@@ -347,7 +346,7 @@ fn fill_out<T: Float + Element, R>(
 pub struct CallArgs<'py, 'w> {
     labels: Option<PyReadonlyArrayDyn<'py, i64>>,
     mask: Option<PyReadonlyArrayDyn<'py, bool>>,
-    class_weight: Option<&'w [f64]>,
+    class_weight: Option<&'w ClassWeights>,
     normalizer: Option<Normalizer>,
     with_grad: bool,
     out: Option<Bound<'py, PyAny>>,
@@ -419,7 +418,7 @@ fn distill_typed<'py, T: Float + Element>(
     let lv: Option<ArrayView1<i64>> = lv.as_ref().map(|l| l.view());
     let selection = Selection {
         mask: mv.as_ref().map(|m| m.view()),
-        class_weight: args.class_weight.map(ArrayView1::from),
+        class_weight: args.class_weight,
         normalizer: args.normalizer,
     };
     let level = simd::active();
@@ -487,7 +486,7 @@ pub fn distillation<'py>(
     let args = CallArgs {
         labels,
         mask,
-        class_weight: settings.class_weight.as_deref(),
+        class_weight: settings.class_weight.as_ref(),
         normalizer: self::normalizer(normalizer.as_ref())?,
         with_grad,
         out,
@@ -583,7 +582,7 @@ fn cross_entropy_typed<'py, T: Float + Element>(
     let (xv, lv) = (xv.view(), lv.view());
     let selection = Selection {
         mask: mv.as_ref().map(|m| m.view()),
-        class_weight: args.class_weight.map(ArrayView1::from),
+        class_weight: args.class_weight,
         normalizer: args.normalizer,
     };
     let loss = compute(py, xv.len(), || {
@@ -618,12 +617,13 @@ pub fn cross_entropy<'py>(
     label_smoothing: f64,
 ) -> PyResult<Bound<'py, PyAny>> {
     let reduction = Reduction::parse(reduction)?;
-    let weights = class_weight.as_ref().map(|w| w.as_array());
-    let weights = weights.as_ref().map(|w| w.to_vec());
+    let weights = class_weight
+        .map(|w| ClassWeights::new(w.as_array().to_vec()))
+        .transpose()?;
     let args = CallArgs {
         labels: None,
         mask,
-        class_weight: weights.as_deref(),
+        class_weight: weights.as_ref(),
         normalizer: normalizer.map(Normalizer::new).transpose()?,
         with_grad: false,
         out: None,

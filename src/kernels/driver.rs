@@ -2,17 +2,15 @@
 //! blocks of `LANES` (`small.rs`), in parallel over rows, at one SIMD level for the whole call;
 //! and, for the Hinton objective, checks the call's inputs and reduces the rows' losses.
 
-use std::borrow::Cow;
-
 use ndarray::{ArrayView1, ArrayView2};
 
 use super::check::{
-    check_class_weight, check_class_weight_len, check_labels, check_logits, check_out_len,
-    check_row_len, check_same_shape,
+    check_class_weight_len, check_labels, check_logits, check_out_len, check_row_len,
+    check_same_shape,
 };
 use super::chunk::LANES;
 use super::float::Float;
-use super::label::LabelTerms;
+use super::label::{ClassWeights, LabelTerms};
 use super::long::LongRow;
 use super::objective::hinton::{Hinton, Weights, NO_KL};
 use super::objective::Objective;
@@ -84,10 +82,12 @@ pub(crate) fn drive<T: Float, O: Objective<T>>(
 ) -> Result<(), KdError> {
     let c = rows.s.ncols();
     // Whether to write the gradient with non-temporal stores (too large to stay in cache).
+    // Not when label smoothing reads each row back (`LabelTerms::smooth_row`): it would come
+    // back from memory.
     let stream = grad.as_ref().is_some_and(|g| {
         g.len() * std::mem::size_of::<T>() >= STREAM_MIN_BYTES
             && c * std::mem::size_of::<T>() >= STREAM_MIN_ROW_BYTES
-    });
+    }) && !rows.ce.is_some_and(|ce| ce.smooths());
     if c <= SMALL_CLASSES {
         return drive_small(obj, rows, partials, grad);
     }
@@ -278,7 +278,7 @@ pub struct Selection<'a> {
     pub mask: Option<ArrayView1<'a, bool>>,
     /// One weight per class: a row's cross-entropy (and its part of the gradient) weighs its
     /// label's, and `"mean"` divides by their sum over the counted rows (`None`: all 1).
-    pub class_weight: Option<ArrayView1<'a, f64>>,
+    pub class_weight: Option<&'a ClassWeights>,
     /// Divides the sums instead of the reduction's own divisors (`"mean"` and `"sum"` only).
     pub normalizer: Option<Normalizer>,
 }
@@ -325,14 +325,12 @@ pub(crate) fn run<T: Float>(
     if let Some(m) = &selection.mask {
         check_row_len("mask", m.len(), n_rows)?;
     }
-    let class_weight: Option<Cow<'_, [f64]>> = selection.class_weight.as_ref().map(|w| {
-        w.as_slice()
-            .map_or_else(|| Cow::Owned(w.to_vec()), Cow::Borrowed)
-    });
-    if let Some(w) = &class_weight {
+    let class_weight = selection.class_weight.map(ClassWeights::as_slice);
+    if let Some(w) = class_weight {
         check_class_weight_len(w.len(), c)?;
-        check_class_weight(w)?;
     }
+    // The sum of the class weights (the classes' number without them).
+    let weight_total = selection.class_weight.map_or(c as f64, ClassWeights::total);
     if let Some(g) = &grad {
         check_out_len(g.len(), n_rows, c)?;
     }
@@ -352,7 +350,7 @@ pub(crate) fn run<T: Float>(
         .as_ref()
         .map_or(n_rows, |c| c.iter().filter(|&&c| c).count());
     // Each counted row's label weight (the class weight of its label; 0 for the other rows).
-    let ce_weights: Option<Vec<f64>> = match (&class_weight, &labels) {
+    let ce_weights: Option<Vec<f64>> = match (class_weight, &labels) {
         (Some(w), Some(l)) => Some(
             (0..n_rows)
                 .map(|i| match &counted {
@@ -393,9 +391,11 @@ pub(crate) fn run<T: Float>(
         ce: if ce {
             LabelTerms::new(
                 job.label_smoothing,
-                class_weight.as_deref(),
+                class_weight,
                 ce_weights.as_deref(),
                 c,
+                weight_total,
+                job.level,
             )
         } else {
             None

@@ -15,8 +15,38 @@
 
 use ndarray::ArrayView1;
 
-use super::float::Float;
+use super::check::check_class_weight;
+use super::float::{Float, Level};
 use super::reduce::Terms;
+use super::simd::{self, dispatch_at, Kernel, Simd};
+use crate::error::KdError;
+
+/// Class weights, checked once (finite, `>= 0`) and summed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClassWeights {
+    w: Vec<f64>,
+    total: f64,
+}
+
+impl ClassWeights {
+    pub fn new(w: Vec<f64>) -> Result<Self, KdError> {
+        let (low, total) = min_and_sum(simd::active(), &w);
+        // A finite sum of weights >= 0 has only finite ones (unless it overflowed).
+        if !(total.is_finite() && low >= 0.0) {
+            check_class_weight(&w)?;
+        }
+        Ok(ClassWeights { w, total })
+    }
+
+    pub fn as_slice(&self) -> &[f64] {
+        &self.w
+    }
+
+    /// `Σ_c w[c]`.
+    pub fn total(&self) -> f64 {
+        self.total
+    }
+}
 
 /// A call's class weights and smoothing, with each row's label weight.
 #[derive(Clone, Copy, Debug)]
@@ -30,15 +60,19 @@ pub(crate) struct LabelTerms<'a> {
     /// `ε/C` and `W`.
     per_class: f64,
     total: f64,
+    level: Simd,
 }
 
 impl<'a> LabelTerms<'a> {
-    /// The terms of `classes` classes; `None` when the cross-entropy is the plain one.
+    /// The terms of `classes` classes whose weights sum to `total` (`classes` without
+    /// weights); `None` when the cross-entropy is the plain one. Sums run at `level`.
     pub fn new(
         smoothing: f64,
         class_weight: Option<&'a [f64]>,
         row_weights: Option<&'a [f64]>,
         classes: usize,
+        total: f64,
+        level: Simd,
     ) -> Option<Self> {
         if smoothing == 0.0 && class_weight.is_none() {
             return None;
@@ -48,7 +82,8 @@ impl<'a> LabelTerms<'a> {
             class_weight,
             row_weights,
             per_class: smoothing / classes as f64,
-            total: class_weight.map_or(classes as f64, |w| w.iter().sum()),
+            total,
+            level,
         })
     }
 
@@ -72,25 +107,19 @@ impl<'a> LabelTerms<'a> {
         let mut value = if label == 0.0 { 0.0 } else { label * ce };
         if self.smoothing != 0.0 {
             let s_y = s[y].to_f64();
-            let mut sum = 0.0;
-            if s_y == f64::NEG_INFINITY {
-                // CE is +inf: LSE(s) − s[c] from LSE itself (a row of the caller's making).
-                let lse = log_sum_exp(s);
-                for (c, &v) in s.iter().enumerate() {
-                    let w = self.class(c);
-                    if w != 0.0 {
-                        sum += w * (lse - v.to_f64());
-                    }
-                }
+            // Σ_c w[c]·(LSE − s[c]) = W·LSE − Σ_c w[c]·s[c], LSE = CE + s[y]: every term of
+            // the first form is >= 0, so the second loses nothing that matters in float64.
+            let lse = if s_y == f64::NEG_INFINITY {
+                // CE is +inf: LSE from the logits (a row of the caller's making).
+                log_sum_exp(s)
             } else {
-                for (c, &v) in s.iter().enumerate() {
-                    let w = self.class(c);
-                    if w != 0.0 {
-                        sum += w * (ce + (s_y - v.to_f64()));
-                    }
-                }
-            }
-            value += self.per_class * sum;
+                ce + s_y
+            };
+            let ws = match s.as_slice() {
+                Some(x) => weighted_sum(self.level, x, self.class_weight),
+                None => weighted_sum(self.level, &s.to_vec(), self.class_weight),
+            };
+            value += self.per_class * (self.total * lse - ws);
         }
         [div, value]
     }
@@ -110,11 +139,10 @@ impl<'a> LabelTerms<'a> {
 
     /// Adds `smooth_grad` to a row's gradient.
     pub fn smooth_row<T: Float>(&self, g: f64, row: &mut [T]) {
-        if !self.smooths() {
-            return;
-        }
-        for (c, v) in row.iter_mut().enumerate() {
-            *v = *v + T::from_f64(self.smooth_grad(g, c));
+        if self.smooths() {
+            let step = -g * self.per_class;
+            let w = self.class_weight;
+            dispatch_at(self.level, AddScaled { row, step, w });
         }
     }
 }
@@ -126,4 +154,110 @@ fn log_sum_exp<T: Float>(s: ArrayView1<T>) -> f64 {
         return m;
     }
     m + s.iter().map(|v| (v.to_f64() - m).exp()).sum::<f64>().ln()
+}
+
+/// Lanes of the loops below: enough independent sums to hide the adds' latency.
+const LANES: usize = 16;
+
+/// `Σ_c w[c]·x[c]` in float64 (`w` all 1 when `None`), a weight of 0 adding 0 whatever `x[c]`,
+/// at `level`.
+pub(crate) fn weighted_sum<T: Float>(level: Simd, x: &[T], w: Option<&[f64]>) -> f64 {
+    dispatch_at(level, WeightedSum { x, w })
+}
+
+struct WeightedSum<'a, T> {
+    x: &'a [T],
+    w: Option<&'a [f64]>,
+}
+
+impl<T: Float> Kernel for WeightedSum<'_, T> {
+    type Output = f64;
+
+    #[inline(always)]
+    fn run<L: Level>(self) -> f64 {
+        let mut acc = [0.0f64; LANES];
+        let term = |w: f64, x: T| if w == 0.0 { 0.0 } else { w * x.to_f64() };
+        let mut tail = 0.0;
+        match self.w {
+            None => {
+                let chunks = self.x.chunks_exact(LANES);
+                tail = chunks.remainder().iter().map(|v| v.to_f64()).sum();
+                for c in chunks {
+                    for k in 0..LANES {
+                        acc[k] += c[k].to_f64();
+                    }
+                }
+            }
+            Some(w) => {
+                let (xs, ws) = (self.x.chunks_exact(LANES), w.chunks_exact(LANES));
+                for (&x, &w) in xs.remainder().iter().zip(ws.remainder()) {
+                    tail += term(w, x);
+                }
+                for (xc, wc) in xs.zip(ws) {
+                    for k in 0..LANES {
+                        acc[k] += term(wc[k], xc[k]);
+                    }
+                }
+            }
+        }
+        acc.iter().sum::<f64>() + tail
+    }
+}
+
+/// `row[c] += step·w[c]` (`w` all 1 when `None`).
+struct AddScaled<'a, T> {
+    row: &'a mut [T],
+    step: f64,
+    w: Option<&'a [f64]>,
+}
+
+impl<T: Float> Kernel for AddScaled<'_, T> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<L: Level>(self) {
+        match self.w {
+            None => {
+                let step = T::from_f64(self.step);
+                self.row.iter_mut().for_each(|v| *v = *v + step);
+            }
+            Some(w) => {
+                for (v, &w) in self.row.iter_mut().zip(w) {
+                    *v = *v + T::from_f64(self.step * w);
+                }
+            }
+        }
+    }
+}
+
+/// The smallest of `w` and its sum, at `level`: a first look at class weights, which are fine
+/// when the sum is finite and the smallest `>= 0`.
+fn min_and_sum(level: Simd, w: &[f64]) -> (f64, f64) {
+    dispatch_at(level, MinSum { w })
+}
+
+struct MinSum<'a> {
+    w: &'a [f64],
+}
+
+impl Kernel for MinSum<'_> {
+    type Output = (f64, f64);
+
+    #[inline(always)]
+    fn run<L: Level>(self) -> (f64, f64) {
+        let (mut lo, mut acc) = ([f64::INFINITY; LANES], [0.0f64; LANES]);
+        let chunks = self.w.chunks_exact(LANES);
+        let mut tail = (f64::INFINITY, 0.0);
+        for &v in chunks.remainder() {
+            tail = (tail.0.min(v), tail.1 + v);
+        }
+        for c in chunks {
+            for k in 0..LANES {
+                lo[k] = lo[k].min(c[k]);
+                acc[k] += c[k];
+            }
+        }
+        let low = lo.iter().fold(tail.0, |m, &v| m.min(v));
+        (low, acc.iter().sum::<f64>() + tail.1)
+    }
 }

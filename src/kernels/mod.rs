@@ -28,6 +28,7 @@ pub use check::{
 };
 pub use driver::Selection;
 pub use float::Float;
+pub use label::ClassWeights;
 pub use loss::{
     cross_entropy, distillation, distillation_at, distillation_parts_at, kl_divergence,
     Distillation, Divergence,
